@@ -1,0 +1,9 @@
+//! mpspy's producers: byte sources, framing, per-connection RPC state and recordings.
+//!
+//! Everything here ends in [`mpspy_schema::Event`]s; nothing here renders them.
+
+pub mod framing;
+pub mod source;
+pub mod state;
+
+pub use state::{SchemaConfig, Session};

@@ -1,0 +1,1093 @@
+//! Per-connection RPC state: pairs calls with returns, tracks both sides' export tables so every
+//! capability has a stable name (`Mining#4`), resolves `Proxy.Context` threads to names, and
+//! picks the schema set that fits the traffic.
+//!
+//! This is the only place that turns frames into events; live capture, recordings and raw
+//! captures all feed it, so they yield the same events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mpspy_schema::SchemaSet;
+use mpspy_schema::decode::{CapUse, Lookup, Walker};
+use mpspy_schema::event::{
+    CallEvent, CapInfo, ConnId, Direction, Event, EventKind, Peer, PendingCall, ReturnEvent, Side,
+    qualified,
+};
+use mpspy_schema::rpc::{self, CapDescriptor, MessageTarget, Outcome, Payload, Rpc};
+use mpspy_schema::sets::{self, Choice, Shape};
+use mpspy_schema::value::{RawValue, Value, hex};
+use mpspy_schema::wire::{Message, Target};
+
+use crate::framing::HEX_EXCERPT;
+
+/// `mp/proxy.capnp:ThreadMap`, whose `makeThread(name)` names server threads.
+pub const THREAD_MAP_ID: u64 = 0xee5e_3717_9ad9_dc9d;
+/// `mp/proxy.capnp:Thread`.
+pub const THREAD_ID: u64 = 0x81c1_e260_0d0b_56c5;
+
+/// Which schemas to decode with.
+#[derive(Debug, Clone)]
+pub struct SchemaConfig {
+    /// The built-in set, or `auto`.
+    pub choice: Choice,
+    /// User sets, searched before the built-in one.
+    pub user: Vec<Arc<SchemaSet>>,
+}
+
+impl Default for SchemaConfig {
+    fn default() -> Self {
+        SchemaConfig {
+            choice: Choice::Auto,
+            user: Vec::new(),
+        }
+    }
+}
+
+/// Bytes that could not be decoded, as the source saw them.
+#[derive(Debug, Clone)]
+pub struct BadBytes {
+    /// Stream offset of the first bad byte.
+    pub offset: u64,
+    /// How many bytes.
+    pub len: usize,
+    /// Why.
+    pub reason: String,
+    /// An excerpt in hex.
+    pub hex: String,
+    /// True when the direction is no longer decoded.
+    pub stopped: bool,
+}
+
+/// All connections of one session, and the event sequence.
+#[derive(Debug)]
+pub struct Session {
+    config: SchemaConfig,
+    builtin: Vec<Arc<SchemaSet>>,
+    conns: HashMap<ConnId, Conn>,
+    seq: u64,
+    out: Vec<Event>,
+    /// False for sources without timestamps (raw captures): latencies are then unknown.
+    timed: bool,
+}
+
+#[derive(Debug)]
+struct Question {
+    interface: String,
+    method: String,
+    interface_id: u64,
+    method_id: u16,
+    results_struct: Option<u64>,
+    sent_ns: u64,
+    returned: bool,
+    finished: bool,
+    /// Server thread the call runs on, by name.
+    thread: Option<String>,
+    /// For `makeThread(name)`: the name, given to the Thread it returns.
+    thread_name: Option<String>,
+    /// Interfaces learnt from calls pipelined on this answer, by pointer path.
+    pipelined: Vec<(Vec<u16>, u64)>,
+    /// Capabilities in the answer, by pointer path (host side, export id).
+    answer_caps: Vec<(Vec<u16>, Side, u32)>,
+    /// The export called, when known (host side, export id).
+    target: Option<(Side, u32)>,
+}
+
+#[derive(Debug)]
+struct Export {
+    name: String,
+    interface: Option<u64>,
+    refs: u32,
+    created_ns: u64,
+    destroyed: bool,
+    thread_name: Option<String>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    questions: HashMap<(Direction, u32), Question>,
+    exports: HashMap<(Side, u32), Export>,
+    next_cap: u32,
+    /// Built-in sets that still fit this connection, most preferred first.
+    candidates: Vec<Arc<SchemaSet>>,
+    mismatches_reported: Vec<(u64, u16)>,
+    closed: bool,
+}
+
+impl Session {
+    /// A session decoding with `config`.
+    pub fn new(config: SchemaConfig) -> Self {
+        let builtin = match &config.choice {
+            Choice::Auto => sets::BUILTIN
+                .iter()
+                .filter_map(|n| sets::builtin(n))
+                .collect(),
+            Choice::Fixed(n) => sets::builtin(n).into_iter().collect(),
+        };
+        Session {
+            config,
+            builtin,
+            conns: HashMap::new(),
+            seq: 0,
+            out: Vec::new(),
+            timed: true,
+        }
+    }
+
+    /// Marks the source as having no timestamps, so no latency is reported.
+    pub fn set_untimed(&mut self) {
+        self.timed = false;
+    }
+
+    /// Takes the events produced so far.
+    pub fn drain(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Emits an event (sources use this for session-wide events such as `dropped`).
+    pub fn emit(&mut self, conn: ConnId, dir: Option<Direction>, t_ns: u64, kind: EventKind) {
+        self.out.push(Event {
+            seq: self.seq,
+            t_ns,
+            conn,
+            dir,
+            kind,
+        });
+        self.seq += 1;
+    }
+
+    /// The session header event.
+    pub fn start(&mut self, source: &str, start_unix_ns: Option<u64>) {
+        let schemas = self.config.choice.to_string();
+        self.emit(
+            0,
+            None,
+            0,
+            EventKind::Session {
+                tool: format!("mpspy {}", env!("CARGO_PKG_VERSION")),
+                source: source.to_string(),
+                schemas,
+                start_unix_ns,
+            },
+        );
+    }
+
+    /// A new connection.
+    pub fn open(
+        &mut self,
+        conn: ConnId,
+        t_ns: u64,
+        label: &str,
+        client: Option<Peer>,
+        server: Option<Peer>,
+    ) {
+        self.conns.insert(
+            conn,
+            Conn {
+                questions: HashMap::new(),
+                exports: HashMap::new(),
+                next_cap: 0,
+                candidates: self.builtin.clone(),
+                mismatches_reported: Vec::new(),
+                closed: false,
+            },
+        );
+        self.emit(
+            conn,
+            None,
+            t_ns,
+            EventKind::ConnOpened {
+                label: label.to_string(),
+                client,
+                server,
+            },
+        );
+    }
+
+    /// Bytes of one direction that could not be decoded (they were forwarded anyway).
+    pub fn undecodable(&mut self, conn: ConnId, dir: Direction, t_ns: u64, bad: BadBytes) {
+        self.emit(
+            conn,
+            Some(dir),
+            t_ns,
+            EventKind::Undecodable {
+                offset: bad.offset,
+                len: bad.len,
+                reason: bad.reason,
+                hex: bad.hex,
+                stopped: bad.stopped,
+            },
+        );
+    }
+
+    /// The connection ended: reports what was still pending or alive.
+    pub fn close(&mut self, conn: ConnId, t_ns: u64, reason: &str) {
+        let sets = self.sets_for(conn);
+        let refs: Vec<&SchemaSet> = sets.iter().map(|s| s.as_ref()).collect();
+        let lookup = Lookup::new(&refs);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        c.closed = true;
+        let mut pending: Vec<PendingCall> = c
+            .questions
+            .iter()
+            .filter(|(_, q)| !q.returned)
+            .map(|((dir, id), q)| PendingCall {
+                dir: *dir,
+                question: *id,
+                method: qualified(&q.interface, &q.method),
+                elapsed_ns: t_ns.saturating_sub(q.sent_ns),
+            })
+            .collect();
+        pending.sort_by_key(|p| (p.dir, p.question));
+        let mut live: Vec<CapInfo> = c
+            .exports
+            .iter()
+            .map(|(&(host, id), e)| {
+                let iface = e.interface.and_then(|i| lookup.interface_name(i));
+                cap_info(host, id, e, iface.map(str::to_string))
+            })
+            .collect();
+        live.sort_by_key(|a| (a.host, a.export_id));
+        self.emit(
+            conn,
+            None,
+            t_ns,
+            EventKind::ConnClosed {
+                reason: reason.to_string(),
+                pending_calls: pending,
+                live_caps: live,
+            },
+        );
+    }
+
+    fn lookup_name(&self, conn: ConnId, interface: Option<u64>) -> Option<String> {
+        let id = interface?;
+        let sets = self.sets_for(conn);
+        let refs: Vec<&SchemaSet> = sets.iter().map(|s| s.as_ref()).collect();
+        Lookup::new(&refs).interface_name(id).map(str::to_string)
+    }
+
+    /// User sets, then the connection's preferred built-in set.
+    fn sets_for(&self, conn: ConnId) -> Vec<Arc<SchemaSet>> {
+        let mut v = self.config.user.clone();
+        if let Some(first) = self.conns.get(&conn).and_then(|c| c.candidates.first()) {
+            v.push(first.clone());
+        } else if let Some(first) = self.builtin.first() {
+            v.push(first.clone());
+        }
+        v
+    }
+
+    /// One complete frame in direction `dir`.
+    pub fn frame(&mut self, conn: ConnId, dir: Direction, t_ns: u64, offset: u64, bytes: &[u8]) {
+        if !self.conns.contains_key(&conn) {
+            self.open(conn, t_ns, &format!("connection {conn}"), None, None);
+        }
+        let bad = |e: mpspy_schema::wire::WireError| BadBytes {
+            offset,
+            len: bytes.len(),
+            reason: e.to_string(),
+            hex: hex(&bytes[..bytes.len().min(HEX_EXCERPT)]),
+            stopped: false,
+        };
+        let msg = match Message::parse(bytes) {
+            Ok((m, _)) => m,
+            Err(e) => {
+                self.undecodable(conn, dir, t_ns, bad(e));
+                return;
+            }
+        };
+        let rpc = match rpc::decode(&msg) {
+            Ok(r) => r,
+            Err(e) => {
+                self.undecodable(conn, dir, t_ns, bad(e));
+                return;
+            }
+        };
+        self.message(conn, dir, t_ns, bytes.len(), rpc);
+    }
+
+    fn message(&mut self, conn: ConnId, dir: Direction, t_ns: u64, bytes: usize, rpc: Rpc<'_>) {
+        let ev = Some(dir);
+        match rpc {
+            Rpc::Bootstrap { question } => {
+                let c = self.conns.get_mut(&conn).expect("conn exists");
+                c.questions.insert(
+                    (dir, question),
+                    Question {
+                        interface: String::new(),
+                        method: "bootstrap".into(),
+                        interface_id: 0,
+                        method_id: 0,
+                        results_struct: None,
+                        sent_ns: t_ns,
+                        returned: false,
+                        finished: false,
+                        thread: None,
+                        thread_name: None,
+                        pipelined: Vec::new(),
+                        answer_caps: Vec::new(),
+                        target: None,
+                    },
+                );
+                self.emit(conn, ev, t_ns, EventKind::Bootstrap { question, bytes });
+            }
+            Rpc::Call(call) => self.call(conn, dir, t_ns, bytes, call),
+            Rpc::Return(ret) => self.ret(conn, dir, t_ns, bytes, ret),
+            Rpc::Finish {
+                question,
+                release_result_caps,
+            } => {
+                let c = self.conns.get_mut(&conn).expect("conn exists");
+                let (method, cancel) = match c.questions.get_mut(&(dir, question)) {
+                    Some(q) => {
+                        q.finished = true;
+                        let m = qualified(&q.interface, &q.method);
+                        let cancel = !q.returned;
+                        if q.returned {
+                            c.questions.remove(&(dir, question));
+                        }
+                        (Some(m), cancel)
+                    }
+                    None => (None, false),
+                };
+                self.emit(
+                    conn,
+                    ev,
+                    t_ns,
+                    EventKind::Finish {
+                        question,
+                        method,
+                        release_result_caps,
+                        cancel,
+                    },
+                );
+            }
+            Rpc::Release { id, count } => {
+                // The sender drops references to an export of the receiver.
+                let host = dir.reverse().sender();
+                let c = self.conns.get_mut(&conn).expect("conn exists");
+                let (name, remaining, gone) = match c.exports.get_mut(&(host, id)) {
+                    Some(e) => {
+                        e.refs = e.refs.saturating_sub(count);
+                        (e.name.clone(), e.refs, e.refs == 0)
+                    }
+                    None => (format!("export {id} of {host:?}").to_lowercase(), 0, false),
+                };
+                self.emit(
+                    conn,
+                    ev,
+                    t_ns,
+                    EventKind::Release {
+                        id,
+                        count,
+                        cap: name,
+                        remaining,
+                    },
+                );
+                if gone {
+                    let c = self.conns.get_mut(&conn).expect("conn exists");
+                    if let Some(e) = c.exports.remove(&(host, id)) {
+                        let iface = self.lookup_name(conn, e.interface);
+                        let lifetime_ns = t_ns.saturating_sub(e.created_ns);
+                        self.emit(
+                            conn,
+                            ev,
+                            t_ns,
+                            EventKind::CapReleased {
+                                cap: cap_info(host, id, &e, iface),
+                                lifetime_ns,
+                            },
+                        );
+                    }
+                }
+            }
+            Rpc::Resolve {
+                promise,
+                resolution,
+            } => self.emit(
+                conn,
+                ev,
+                t_ns,
+                EventKind::Resolve {
+                    promise,
+                    resolution,
+                },
+            ),
+            Rpc::Disembargo { target, context } => {
+                self.emit(conn, ev, t_ns, EventKind::Disembargo { target, context })
+            }
+            Rpc::Abort(exception) => self.emit(conn, ev, t_ns, EventKind::Abort { exception }),
+            Rpc::Unimplemented(echoed) => self.emit(
+                conn,
+                ev,
+                t_ns,
+                EventKind::Unimplemented {
+                    which: echoed.which.to_string(),
+                    question: echoed.question,
+                },
+            ),
+            Rpc::Other { which, name } => self.emit(
+                conn,
+                ev,
+                t_ns,
+                EventKind::OtherMessage {
+                    which,
+                    name: name.to_string(),
+                },
+            ),
+            _ => {}
+        }
+    }
+
+    /// Narrows the candidate sets with one observation; emits `schema_chosen` or
+    /// `schema_mismatch` when that changes what we know.
+    fn observe_shape(
+        &mut self,
+        conn: ConnId,
+        t_ns: u64,
+        interface: u64,
+        method: u16,
+        results: bool,
+        shape: Shape,
+    ) {
+        let c = self.conns.get_mut(&conn).expect("conn exists");
+        if self
+            .config
+            .user
+            .iter()
+            .any(|u| u.interface(interface).is_some())
+        {
+            return; // A user schema owns this interface; built-in sets have no say.
+        }
+        let fitting: Vec<Arc<SchemaSet>> = c
+            .candidates
+            .iter()
+            .filter(|s| sets::fits(s, interface, method, results, shape))
+            .cloned()
+            .collect();
+        if !fitting.is_empty() {
+            let before = c.candidates.first().map(|s| s.name.clone());
+            let narrowed = fitting.len() < c.candidates.len();
+            c.candidates = fitting;
+            let after = c.candidates[0].name.clone();
+            if narrowed
+                && matches!(self.config.choice, Choice::Auto)
+                && before != Some(after.clone())
+            {
+                let names: Vec<&str> = c.candidates.iter().map(|s| s.name.as_str()).collect();
+                let reason = format!(
+                    "interface {interface:#x} method @{method} {} fit {}",
+                    if results { "results" } else { "params" },
+                    names.join(", ")
+                );
+                self.emit(
+                    conn,
+                    None,
+                    t_ns,
+                    EventKind::SchemaChosen {
+                        schemas: after,
+                        reason,
+                    },
+                );
+            }
+            return;
+        }
+        if c.mismatches_reported.contains(&(interface, method)) {
+            return;
+        }
+        c.mismatches_reported.push((interface, method));
+        let chosen = c
+            .candidates
+            .first()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let likely: Vec<String> = sets::BUILTIN
+            .iter()
+            .filter_map(|n| sets::builtin(n))
+            .filter(|s| sets::fits(s, interface, method, results, shape))
+            .map(|s| s.name.clone())
+            .collect();
+        let what = if results { "results" } else { "params" };
+        let reason = match shape {
+            Shape::Struct(d, p) => {
+                format!("{what} of @{method} arrived as {d}w/{p}p, which {chosen} does not expect")
+            }
+            _ => format!("{chosen} has no method @{method} on this interface"),
+        };
+        let reason = if likely.is_empty() {
+            format!("{reason}; no built-in set fits (pass --schema FILE.capnp)")
+        } else {
+            reason
+        };
+        let interface_name = self
+            .lookup_name(conn, Some(interface))
+            .or_else(|| {
+                sets::BUILTIN
+                    .iter()
+                    .filter_map(|n| sets::builtin(n))
+                    .find_map(|s| s.interface(interface).map(|i| i.name.clone()))
+            })
+            .unwrap_or_else(|| format!("{interface:#018x}"));
+        self.emit(
+            conn,
+            None,
+            t_ns,
+            EventKind::SchemaMismatch {
+                interface: interface_name,
+                method_id: method,
+                schemas: chosen,
+                likely,
+                reason,
+            },
+        );
+    }
+
+    fn call(&mut self, conn: ConnId, dir: Direction, t_ns: u64, bytes: usize, call: rpc::Call<'_>) {
+        self.observe_shape(
+            conn,
+            t_ns,
+            call.interface_id,
+            call.method_id,
+            false,
+            shape(&call.params.content),
+        );
+        let sets = self.sets_for(conn);
+        let refs: Vec<&SchemaSet> = sets.iter().map(|s| s.as_ref()).collect();
+        let lookup = Lookup::new(&refs);
+        let (interface, method, params_id, results_id) =
+            match lookup.method(call.interface_id, call.method_id) {
+                Some((i, m)) => (
+                    i.to_string(),
+                    m.name.clone(),
+                    Some(m.params),
+                    Some(m.results),
+                ),
+                None => (
+                    lookup
+                        .interface_name(call.interface_id)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{:#018x}", call.interface_id)),
+                    format!("@{}", call.method_id),
+                    None,
+                    None,
+                ),
+            };
+        let mut walker = Walker::new(lookup);
+        let mut params = match params_id {
+            Some(id) => walker.decode(id, call.params.content),
+            None => raw(&call.params.content),
+        };
+        let sender = dir.sender();
+        let c = self.conns.get_mut(&conn).expect("conn exists");
+
+        // What the call is aimed at; calling a capability teaches us its interface.
+        let mut target_key = None;
+        let target = match &call.target {
+            MessageTarget::ImportedCap(id) => {
+                let host = sender.other();
+                match c.exports.get_mut(&(host, *id)) {
+                    Some(e) => {
+                        learn_interface(e, call.interface_id, &interface);
+                        target_key = Some((host, *id));
+                        e.name.clone()
+                    }
+                    None => format!("import {id}"),
+                }
+            }
+            MessageTarget::PromisedAnswer(pa) => match c.questions.get_mut(&(dir, pa.question)) {
+                Some(q) => {
+                    if let Some(&(_, host, id)) =
+                        q.answer_caps.iter().find(|(p, _, _)| *p == pa.path)
+                    {
+                        match c.exports.get_mut(&(host, id)) {
+                            Some(e) => {
+                                learn_interface(e, call.interface_id, &interface);
+                                target_key = Some((host, id));
+                                e.name.clone()
+                            }
+                            None => promise_label(pa.question, &pa.path),
+                        }
+                    } else {
+                        q.pipelined.push((pa.path.clone(), call.interface_id));
+                        promise_label(pa.question, &pa.path)
+                    }
+                }
+                None => promise_label(pa.question, &pa.path),
+            },
+            MessageTarget::Unknown(w) => format!("unknown target {w}"),
+        };
+
+        let created = bind_caps(
+            &lookup,
+            c,
+            dir,
+            t_ns,
+            &call.params.cap_table,
+            &walker.caps,
+            &mut params,
+        );
+        // Proxy.Context: the thread lane of this call.
+        let (thread, callback_thread) =
+            context_threads(c, dir, &call.params.cap_table, &walker.caps);
+        let thread_name = (call.interface_id == THREAD_MAP_ID && call.method_id == 0)
+            .then(|| {
+                params
+                    .field("name")
+                    .and_then(Value::as_text)
+                    .map(str::to_string)
+            })
+            .flatten();
+        c.questions.insert(
+            (dir, call.question),
+            Question {
+                interface: interface.clone(),
+                method: method.clone(),
+                interface_id: call.interface_id,
+                method_id: call.method_id,
+                results_struct: results_id,
+                sent_ns: t_ns,
+                returned: false,
+                finished: false,
+                thread: thread.clone(),
+                thread_name,
+                pipelined: Vec::new(),
+                answer_caps: Vec::new(),
+                target: target_key,
+            },
+        );
+        let ev = Some(dir);
+        for info in created {
+            self.emit(conn, ev, t_ns, EventKind::CapCreated(info));
+        }
+        self.emit(
+            conn,
+            ev,
+            t_ns,
+            EventKind::Call(CallEvent {
+                question: call.question,
+                interface,
+                method,
+                interface_id: call.interface_id,
+                method_id: call.method_id,
+                target,
+                thread,
+                callback_thread,
+                params,
+                cap_table: call.params.cap_table.clone(),
+                bytes,
+            }),
+        );
+    }
+
+    fn ret(&mut self, conn: ConnId, dir: Direction, t_ns: u64, bytes: usize, ret: rpc::Return<'_>) {
+        let key = (dir.reverse(), ret.answer);
+        let (interface_id, method_id, results_struct) = {
+            let c = self.conns.get(&conn).expect("conn exists");
+            match c.questions.get(&key) {
+                Some(q) => (q.interface_id, q.method_id, q.results_struct),
+                None => (0, 0, None),
+            }
+        };
+        if let (Outcome::Results(p), Some(_)) = (&ret.outcome, results_struct) {
+            self.observe_shape(conn, t_ns, interface_id, method_id, true, shape(&p.content));
+        }
+        let sets = self.sets_for(conn);
+        let refs: Vec<&SchemaSet> = sets.iter().map(|s| s.as_ref()).collect();
+        let lookup = Lookup::new(&refs);
+        // Re-resolve the results struct with the set chosen now (auto may have narrowed).
+        let results_struct = lookup
+            .method(interface_id, method_id)
+            .map(|(_, m)| m.results)
+            .or(results_struct);
+        let mut walker = Walker::new(lookup);
+        let c = self.conns.get_mut(&conn).expect("conn exists");
+        let q = c.questions.get_mut(&key);
+        let (interface, method, latency_ns, thread, is_bootstrap) = match &q {
+            Some(q) => (
+                q.interface.clone(),
+                q.method.clone(),
+                self.timed.then(|| t_ns.saturating_sub(q.sent_ns)),
+                q.thread.clone(),
+                q.interface.is_empty(),
+            ),
+            None => (
+                "?".to_string(),
+                format!("answer {}", ret.answer),
+                None,
+                None,
+                false,
+            ),
+        };
+        let mut created = Vec::new();
+        let mut cap_table = Vec::new();
+        let (outcome, results, exception) = match &ret.outcome {
+            Outcome::Results(p) => {
+                cap_table = p.cap_table.clone();
+                let mut v = match (results_struct, is_bootstrap) {
+                    (Some(id), false) => walker.decode(id, p.content),
+                    _ => match p.content {
+                        // The bootstrap answer is the capability itself.
+                        Target::Capability(i) => Value::Cap(mpspy_schema::value::CapValue {
+                            index: i,
+                            ..Default::default()
+                        }),
+                        t => raw(&t),
+                    },
+                };
+                let by_path = answer_cap_indices(p);
+                if let Some(q) = c.questions.get(&key) {
+                    // Interfaces learnt from calls pipelined on this answer fill in what the
+                    // schema cannot say (the bootstrap capability is an AnyPointer).
+                    for (path, index) in &by_path {
+                        let Some((_, iface)) = q.pipelined.iter().find(|(p, _)| p == path) else {
+                            continue;
+                        };
+                        match walker.caps.iter_mut().find(|u| u.index == *index) {
+                            Some(u) => {
+                                u.interface.get_or_insert(*iface);
+                            }
+                            None => walker.caps.push(CapUse {
+                                index: *index,
+                                interface: Some(*iface),
+                                path: String::new(),
+                            }),
+                        }
+                    }
+                }
+                created = bind_caps(&lookup, c, dir, t_ns, &p.cap_table, &walker.caps, &mut v);
+                let host = dir.sender();
+                let answer_caps: Vec<(Vec<u16>, Side, u32)> = by_path
+                    .into_iter()
+                    .filter_map(|(path, index)| match p.cap_table.get(index as usize) {
+                        Some(
+                            CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id),
+                        ) => Some((path, host, *id)),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(q) = c.questions.get_mut(&key) {
+                    if let Some(name) = &q.thread_name {
+                        for (_, host, id) in &answer_caps {
+                            if let Some(e) = c.exports.get_mut(&(*host, *id)) {
+                                e.thread_name.get_or_insert_with(|| name.clone());
+                            }
+                        }
+                    }
+                    // A successful destroy() frees the object; its Release may come later.
+                    if q.method == "destroy"
+                        && let Some(e) = q.target.and_then(|t| c.exports.get_mut(&t))
+                    {
+                        e.destroyed = true;
+                    }
+                    q.answer_caps = answer_caps;
+                }
+                ("results", Some(v), None)
+            }
+            Outcome::Exception(e) => ("exception", None, Some(e.clone())),
+            Outcome::Canceled => ("canceled", None, None),
+            Outcome::ResultsSentElsewhere => ("results_sent_elsewhere", None, None),
+            Outcome::TakeFromOtherQuestion(_) => ("take_from_other_question", None, None),
+            Outcome::AcceptFromThirdParty => ("accept_from_third_party", None, None),
+            Outcome::Unknown(_) => ("unknown", None, None),
+        };
+        if let Some(q) = c.questions.get_mut(&key) {
+            q.returned = true;
+            if q.finished {
+                c.questions.remove(&key);
+            }
+        }
+        let ev = Some(dir);
+        for info in created {
+            self.emit(conn, ev, t_ns, EventKind::CapCreated(info));
+        }
+        let unimplemented = exception
+            .as_ref()
+            .is_some_and(|e| e.kind == "unimplemented");
+        self.emit(
+            conn,
+            ev,
+            t_ns,
+            EventKind::Return(ReturnEvent {
+                answer: ret.answer,
+                interface: interface.clone(),
+                method: method.clone(),
+                outcome: outcome.to_string(),
+                latency_ns,
+                results,
+                exception,
+                thread,
+                cap_table,
+                bytes,
+            }),
+        );
+        if unimplemented {
+            self.unimplemented_return(conn, t_ns, interface_id, method_id, &interface);
+        }
+    }
+
+    fn unimplemented_return(
+        &mut self,
+        conn: ConnId,
+        t_ns: u64,
+        interface_id: u64,
+        method_id: u16,
+        interface: &str,
+    ) {
+        let chosen = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.candidates.first())
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        // The peer lacks this method: the sets where the interface exists without it fit.
+        let likely: Vec<String> = sets::BUILTIN
+            .iter()
+            .filter_map(|n| sets::builtin(n))
+            .filter(|s| {
+                s.interface(interface_id)
+                    .is_some_and(|i| i.method(method_id).is_none())
+            })
+            .map(|s| s.name.clone())
+            .collect();
+        let reason = format!(
+            "the peer answered {interface} @{method_id} with 'unimplemented': it was built with \
+             other schemas than the caller"
+        );
+        self.emit(
+            conn,
+            None,
+            t_ns,
+            EventKind::SchemaMismatch {
+                interface: interface.to_string(),
+                method_id,
+                schemas: chosen,
+                likely,
+                reason,
+            },
+        );
+    }
+}
+
+trait SideExt {
+    fn other(self) -> Side;
+}
+
+impl SideExt for Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+fn promise_label(question: u32, path: &[u16]) -> String {
+    let mut s = format!("answer(q{question})");
+    for p in path {
+        s.push_str(&format!(".ptr{p}"));
+    }
+    s
+}
+
+fn learn_interface(e: &mut Export, interface_id: u64, interface_name: &str) {
+    if e.interface.is_none() {
+        e.interface = Some(interface_id);
+        // Rename `cap#N` once the interface is known, keeping the number.
+        if let Some(n) = e.name.strip_prefix("cap#")
+            && !interface_name.starts_with("0x")
+        {
+            e.name = format!("{interface_name}#{n}");
+        }
+    }
+}
+
+fn shape(t: &Target<'_>) -> Shape {
+    match t {
+        Target::Struct(s) => Shape::Struct(s.data_words(), s.pointer_count()),
+        Target::Null => Shape::Null,
+        _ => Shape::NotStruct,
+    }
+}
+
+fn raw(t: &Target<'_>) -> Value {
+    match t {
+        Target::Null => Value::Null,
+        Target::Struct(s) => Value::Raw(RawValue {
+            kind: "struct".into(),
+            shape: format!("{}w/{}p", s.data_words(), s.pointer_count()),
+            hex: hex(s.data()),
+        }),
+        Target::List(l) => Value::Raw(RawValue {
+            kind: "list".into(),
+            shape: format!("{} elements", l.len()),
+            hex: l.bytes().map(hex).unwrap_or_default(),
+        }),
+        Target::Capability(i) => Value::Cap(mpspy_schema::value::CapValue {
+            index: *i,
+            ..Default::default()
+        }),
+        Target::Other(w) => Value::Error(format!("reserved pointer {w:#018x}")),
+    }
+}
+
+fn cap_info(host: Side, id: u32, e: &Export, interface: Option<String>) -> CapInfo {
+    CapInfo {
+        cap: e.name.clone(),
+        interface,
+        host,
+        export_id: id,
+        refs: e.refs,
+        destroyed: e.destroyed,
+    }
+}
+
+/// Applies a cap table sent in direction `dir`: counts references, creates exports, and writes
+/// each capability's name into the decoded value. Returns the capabilities created.
+fn bind_caps(
+    lookup: &Lookup<'_>,
+    c: &mut Conn,
+    dir: Direction,
+    t_ns: u64,
+    table: &[CapDescriptor],
+    uses: &[CapUse],
+    value: &mut Value,
+) -> Vec<CapInfo> {
+    let sender = dir.sender();
+    let mut created = Vec::new();
+    let mut names: Vec<Option<String>> = Vec::with_capacity(table.len());
+    for (i, d) in table.iter().enumerate() {
+        let interface = uses
+            .iter()
+            .find(|u| u.index as usize == i)
+            .and_then(|u| u.interface);
+        let name = match d {
+            CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) => {
+                let e = c.exports.entry((sender, *id)).or_insert_with(|| {
+                    let n = c.next_cap;
+                    c.next_cap += 1;
+                    let name = format!("cap#{n}");
+                    Export {
+                        name,
+                        interface: None,
+                        refs: 0,
+                        created_ns: t_ns,
+                        destroyed: false,
+                        thread_name: None,
+                    }
+                });
+                e.refs += 1;
+                if e.refs == 1 {
+                    if let Some(iface) = interface {
+                        let n = e.name.trim_start_matches("cap#").to_string();
+                        e.interface = Some(iface);
+                        if let Some(iname) = lookup.interface_name(iface) {
+                            e.name = format!("{iname}#{n}");
+                        }
+                    }
+                    created.push((sender, *id));
+                }
+                Some(e.name.clone())
+            }
+            CapDescriptor::ReceiverHosted(id) => c
+                .exports
+                .get(&(sender.other(), *id))
+                .map(|e| e.name.clone()),
+            CapDescriptor::ReceiverAnswer(pa) => Some(
+                c.questions
+                    .get(&(dir, pa.question))
+                    .and_then(|q| q.answer_caps.iter().find(|(p, _, _)| *p == pa.path))
+                    .and_then(|(_, host, id)| c.exports.get(&(*host, *id)))
+                    .map(|e| e.name.clone())
+                    .unwrap_or_else(|| promise_label(pa.question, &pa.path)),
+            ),
+            CapDescriptor::None => None,
+            _ => None,
+        };
+        names.push(name);
+    }
+    value.caps_mut(&mut |cap| {
+        if let Some(Some(n)) = names.get(cap.index as usize) {
+            cap.name = Some(n.clone());
+        }
+    });
+    created
+        .into_iter()
+        .map(|(host, id)| {
+            let e = &c.exports[&(host, id)];
+            cap_info(
+                host,
+                id,
+                e,
+                e.interface
+                    .and_then(|i| lookup.interface_name(i))
+                    .map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// The thread names of a call's `Proxy.Context`.
+fn context_threads(
+    c: &Conn,
+    dir: Direction,
+    table: &[CapDescriptor],
+    uses: &[CapUse],
+) -> (Option<String>, Option<String>) {
+    let name_of = |path: &str| -> Option<String> {
+        let u = uses.iter().find(|u| u.path == path)?;
+        let d = table.get(u.index as usize)?;
+        let sender = dir.sender();
+        let export = match d {
+            CapDescriptor::ReceiverHosted(id) => c.exports.get(&(sender.other(), *id)),
+            CapDescriptor::SenderHosted(id) => c.exports.get(&(sender, *id)),
+            CapDescriptor::ReceiverAnswer(pa) => {
+                let q = c.questions.get(&(dir, pa.question))?;
+                // makeThread not answered yet (sent in the same write): its name is known.
+                if let Some(n) = &q.thread_name {
+                    return Some(n.clone());
+                }
+                let (_, host, id) = q.answer_caps.iter().find(|(p, _, _)| *p == pa.path)?;
+                c.exports.get(&(*host, *id))
+            }
+            _ => None,
+        }?;
+        Some(
+            export
+                .thread_name
+                .clone()
+                .unwrap_or_else(|| export.name.clone()),
+        )
+    };
+    (name_of("context.thread"), name_of("context.callbackThread"))
+}
+
+/// Capabilities in an answer by pointer path (root, and one or two pointer levels deep) with
+/// their cap-table index, so pipelined calls and `receiverAnswer` descriptors can name them.
+fn answer_cap_indices(p: &Payload<'_>) -> Vec<(Vec<u16>, u32)> {
+    let mut out = Vec::new();
+    if let Target::Capability(i) = p.content {
+        out.push((Vec::new(), i));
+    }
+    if let Target::Struct(s) = p.content {
+        for i in 0..s.pointer_count() {
+            match s.pointer(i) {
+                Ok(Target::Capability(c)) => out.push((vec![i], c)),
+                Ok(Target::Struct(inner)) => {
+                    for j in 0..inner.pointer_count() {
+                        if let Ok(Target::Capability(c)) = inner.pointer(j) {
+                            out.push((vec![i, j], c));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}

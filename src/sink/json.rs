@@ -1,0 +1,45 @@
+//! JSON Lines: one event per line, in a versioned envelope. The format is documented field by
+//! field in `docs/json-lines.md`; treat that as a contract.
+
+use std::io::{self, Write};
+
+use mpspy_schema::Event;
+use mpspy_schema::event::JSON_VERSION;
+use serde::Serialize;
+
+use super::Sink;
+
+/// Writes events as JSON Lines.
+pub(crate) struct JsonLines<W: Write> {
+    out: W,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    v: u32,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+impl<W: Write> JsonLines<W> {
+    pub(crate) fn new(out: W) -> Self {
+        JsonLines { out }
+    }
+}
+
+impl<W: Write> Sink for JsonLines<W> {
+    fn event(&mut self, e: &Event) -> io::Result<()> {
+        serde_json::to_writer(
+            &mut self.out,
+            &Line {
+                v: JSON_VERSION,
+                event: e,
+            },
+        )?;
+        self.out.write_all(b"\n")
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,238 @@
+//! One readable line per event, for a terminal or a log file.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use mpspy_schema::Event;
+use mpspy_schema::event::{CallEvent, EventKind, ReturnEvent, Side, qualified};
+
+use super::Sink;
+
+/// Longest blob shown in text lines (JSON always has the whole value).
+const MAX_BLOB: usize = 32;
+
+/// Writes events as text lines.
+pub(crate) struct TextLines<W: Write> {
+    out: W,
+    /// False when the source has no timestamps.
+    timed: bool,
+}
+
+impl<W: Write> TextLines<W> {
+    pub(crate) fn new(out: W, timed: bool) -> Self {
+        TextLines { out, timed }
+    }
+}
+
+pub(crate) fn format_ns(ns: u64) -> String {
+    match ns {
+        n if n < 10_000 => format!("{n}ns"),
+        n if n < 10_000_000 => format!("{:.1}µs", n as f64 / 1e3),
+        n if n < 10_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
+        n => format!("{:.2}s", n as f64 / 1e9),
+    }
+}
+
+fn call_line(c: &CallEvent, s: &mut String) {
+    let _ = write!(
+        s,
+        "call q{} {} on {}",
+        c.question,
+        qualified(&c.interface, &c.method),
+        c.target
+    );
+    match (&c.thread, &c.callback_thread) {
+        (Some(t), Some(cb)) => {
+            let _ = write!(s, " [thread {t}, callback {cb}]");
+        }
+        (Some(t), None) => {
+            let _ = write!(s, " [thread {t}]");
+        }
+        _ => {}
+    }
+    let _ = write!(s, " {}", c.params.to_text(MAX_BLOB));
+}
+
+fn return_line(r: &ReturnEvent, s: &mut String) {
+    let _ = write!(
+        s,
+        "return q{} {}",
+        r.answer,
+        qualified(&r.interface, &r.method)
+    );
+    if let Some(l) = r.latency_ns {
+        let _ = write!(s, " {}", format_ns(l));
+    }
+    match (&r.results, &r.exception) {
+        (Some(v), _) => {
+            let _ = write!(s, " {}", v.to_text(MAX_BLOB));
+        }
+        (None, Some(e)) => {
+            let _ = write!(s, " EXCEPTION {}: {}", e.kind, e.reason);
+        }
+        _ => {
+            let _ = write!(s, " {}", r.outcome.to_uppercase());
+        }
+    }
+}
+
+/// The text of one event (without time and connection columns).
+pub(crate) fn describe(kind: &EventKind) -> String {
+    let mut s = String::new();
+    match kind {
+        EventKind::Session {
+            tool,
+            source,
+            schemas,
+            ..
+        } => {
+            let _ = write!(s, "{tool}: {source} (schemas {schemas})");
+        }
+        EventKind::ConnOpened { label, .. } => {
+            let _ = write!(s, "connected: {label}");
+        }
+        EventKind::ConnClosed {
+            reason,
+            pending_calls,
+            live_caps,
+        } => {
+            let _ = write!(s, "closed ({reason})");
+            if !pending_calls.is_empty() {
+                let p: Vec<String> = pending_calls
+                    .iter()
+                    .map(|p| format!("q{} {} ({})", p.question, p.method, format_ns(p.elapsed_ns)))
+                    .collect();
+                let _ = write!(s, "; pending calls: {}", p.join(", "));
+            }
+            if !live_caps.is_empty() {
+                let c: Vec<String> = live_caps
+                    .iter()
+                    .map(|c| {
+                        if c.destroyed {
+                            format!("{} (destroyed, not released)", c.cap)
+                        } else {
+                            c.cap.clone()
+                        }
+                    })
+                    .collect();
+                let _ = write!(s, "; live capabilities: {}", c.join(", "));
+            }
+        }
+        EventKind::Bootstrap { question, .. } => {
+            let _ = write!(s, "bootstrap q{question}");
+        }
+        EventKind::Call(c) => call_line(c, &mut s),
+        EventKind::Return(r) => return_line(r, &mut s),
+        EventKind::Finish {
+            question,
+            method,
+            cancel,
+            ..
+        } => {
+            let _ = write!(s, "finish q{question}");
+            if let Some(m) = method {
+                let _ = write!(s, " {m}");
+            }
+            if *cancel {
+                s.push_str(" (CANCEL: before the return)");
+            }
+        }
+        EventKind::Resolve {
+            promise,
+            resolution,
+        } => {
+            let _ = write!(s, "resolve promise {promise} → {resolution:?}");
+        }
+        EventKind::Release {
+            cap,
+            count,
+            remaining,
+            ..
+        } => {
+            let _ = write!(s, "release {cap} ×{count} ({remaining} left)");
+        }
+        EventKind::Disembargo { target, context } => {
+            let _ = write!(s, "disembargo {target:?} {context}");
+        }
+        EventKind::Abort { exception } => {
+            let _ = write!(s, "abort {}: {}", exception.kind, exception.reason);
+        }
+        EventKind::Unimplemented { which, question } => {
+            let _ = write!(s, "unimplemented (peer did not understand our {which}");
+            if let Some(q) = question {
+                let _ = write!(s, " q{q}");
+            }
+            s.push(')');
+        }
+        EventKind::OtherMessage { which, name } => {
+            let _ = write!(s, "message {name} ({which})");
+        }
+        EventKind::CapCreated(c) => {
+            let host = match c.host {
+                Side::Client => "client",
+                Side::Server => "server",
+            };
+            let _ = write!(s, "+ {} (export {} of the {host})", c.cap, c.export_id);
+        }
+        EventKind::CapReleased { cap, lifetime_ns } => {
+            let _ = write!(s, "- {} released", cap.cap);
+            if *lifetime_ns > 0 {
+                let _ = write!(s, " after {}", format_ns(*lifetime_ns));
+            }
+        }
+        EventKind::Undecodable {
+            offset,
+            len,
+            reason,
+            hex,
+            ..
+        } => {
+            let _ = write!(
+                s,
+                "UNDECODABLE at byte {offset} ({len} bytes): {reason} [{hex}]"
+            );
+        }
+        EventKind::SchemaMismatch {
+            interface,
+            method_id,
+            schemas,
+            likely,
+            reason,
+        } => {
+            let _ = write!(
+                s,
+                "SCHEMA MISMATCH {interface} @{method_id} with {schemas}: {reason}"
+            );
+            if !likely.is_empty() {
+                let _ = write!(s, " (likely: {})", likely.join(", "));
+            }
+        }
+        EventKind::SchemaChosen { schemas, reason } => {
+            let _ = write!(s, "schemas: {schemas} ({reason})");
+        }
+        EventKind::Dropped { count, total } => {
+            let _ = write!(
+                s,
+                "DROPPED {count} events ({total} in total): a consumer was too slow"
+            );
+        }
+        _ => {
+            let _ = write!(s, "{}", kind.name());
+        }
+    }
+    s
+}
+
+impl<W: Write> Sink for TextLines<W> {
+    fn event(&mut self, e: &Event) -> io::Result<()> {
+        let dir = e.dir.map_or(" ", |d| d.arrow());
+        if self.timed {
+            write!(self.out, "{:>12.6} ", e.t_ns as f64 / 1e9)?;
+        }
+        writeln!(self.out, "#{} {dir} {}", e.conn, describe(&e.kind))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
