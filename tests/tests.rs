@@ -1,1 +1,4 @@
+//! One integration binary (linking once keeps the suite fast); modules by area.
 
+mod common;
+mod decode;

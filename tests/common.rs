@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: run the real binary, read its JSON Lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub(crate) fn mpspy() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mpspy"))
+}
+
+pub(crate) fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("mpspy runs");
+    assert!(
+        out.status.success(),
+        "mpspy failed: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Parses JSON Lines output, checking the envelope every line must have.
+pub(crate) fn json_lines(out: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(out).expect("utf-8 output");
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert_eq!(v["v"], 1, "versioned envelope: {l}");
+            assert!(
+                v["type"].is_string() && v["seq"].is_u64() && v["t_ns"].is_u64(),
+                "{l}"
+            );
+            v
+        })
+        .collect()
+}
+
+/// Decodes a capture pair with `mpspy decode --json` and returns the events.
+pub(crate) fn decode_json(c2s: &str, s2c: &str, extra: &[&str]) -> Vec<Value> {
+    let out = run_ok(
+        mpspy()
+            .arg("decode")
+            .arg(fixture(c2s))
+            .arg(fixture(s2c))
+            .arg("--json")
+            .args(extra),
+    );
+    json_lines(&out.stdout)
+}
+
+pub(crate) fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+/// `Interface.method` of call events, in order.
+pub(crate) fn call_names(events: &[Value]) -> Vec<String> {
+    of_type(events, "call")
+        .iter()
+        .map(|e| {
+            format!(
+                "{}.{}",
+                e["data"]["interface"].as_str().unwrap(),
+                e["data"]["method"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Message events per direction (every frame yields exactly one of these).
+pub(crate) fn message_count(events: &[Value], dir: &str) -> usize {
+    const MESSAGES: [&str; 10] = [
+        "bootstrap",
+        "call",
+        "return",
+        "finish",
+        "resolve",
+        "release",
+        "disembargo",
+        "abort",
+        "unimplemented",
+        "other_message",
+    ];
+    events
+        .iter()
+        .filter(|e| e["dir"] == dir && MESSAGES.contains(&e["type"].as_str().unwrap()))
+        .count()
+}
+
+pub(crate) fn frames_in(rel: &str) -> usize {
+    let b = std::fs::read(fixture(rel)).unwrap();
+    let (mut at, mut n) = (0usize, 0usize);
+    while at < b.len() {
+        let count = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize + 1;
+        let words: usize = (0..count)
+            .map(|i| {
+                u32::from_le_bytes(b[at + 4 + 4 * i..at + 8 + 4 * i].try_into().unwrap()) as usize
+            })
+            .sum();
+        at += (4 + 4 * count).div_ceil(8) * 8 + 8 * words;
+        n += 1;
+    }
+    n
+}
