@@ -1014,6 +1014,14 @@ fn bind_caps(
     value.caps_mut(&mut |cap| {
         if let Some(Some(n)) = names.get(cap.index as usize) {
             cap.name = Some(n.clone());
+            // The schema may not say (AnyPointer, bootstrap); the connection may know.
+            if cap.interface.is_none() {
+                cap.interface = n
+                    .split_once('#')
+                    .map(|(i, _)| i)
+                    .filter(|i| *i != "cap")
+                    .map(str::to_string);
+            }
         }
     });
     created

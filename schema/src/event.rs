@@ -307,7 +307,8 @@ pub struct CallEvent {
     pub interface: String,
     /// Method name (or `@N` when unknown).
     pub method: String,
-    /// Raw interface id.
+    /// Raw interface id (hex string in JSON: 64-bit ids do not survive JSON doubles).
+    #[serde(serialize_with = "hex_id")]
     pub interface_id: u64,
     /// Raw method ordinal.
     pub method_id: u16,
@@ -383,4 +384,8 @@ impl EventKind {
             EventKind::Dropped { .. } => "dropped",
         }
     }
+}
+
+fn hex_id<S: serde::Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{id:#018x}"))
 }
