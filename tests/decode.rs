@@ -469,3 +469,59 @@ fn demo_runs_without_bitcoin_core() {
     let ev = json_lines(&out.stdout);
     assert!(call_names(&ev).contains(&"Mining.createNewBlock".to_string()));
 }
+
+fn capnp_available() -> bool {
+    let ok = std::process::Command::new("capnp")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var_os("MPSPY_REQUIRE_CAPNP").is_some() {
+        panic!("MPSPY_REQUIRE_CAPNP is set but the capnp tool is missing");
+    }
+    ok
+}
+
+#[test]
+fn user_schemas_take_precedence_compiled_or_from_source() {
+    // A compiled request needs no tool.
+    let bin = fixture("user/myecho.bin");
+    let ev = decode_json(PY.0, PY.1, &["--schema", bin.to_str().unwrap()]);
+    let shouts = calls_of(&ev, "Echo.shout");
+    assert_eq!(shouts.len(), 3);
+    assert_eq!(shouts[0]["data"]["params"]["words"], "hello");
+    assert_eq!(
+        returns_of(&ev, "Echo.shout")[0]["data"]["results"]["back"],
+        "hello"
+    );
+    assert_eq!(calls_of(&ev, "Echo.destroyIt").len(), 1);
+    // Everything else still decodes with the built-in set.
+    assert_eq!(calls_of(&ev, "Mining.getTip").len(), 1);
+
+    if !capnp_available() {
+        eprintln!("note: capnp not installed; skipping the .capnp source half of this test");
+        return;
+    }
+    let src = fixture("user/myecho.capnp");
+    let ev = decode_json(PY.0, PY.1, &["--schema", src.to_str().unwrap()]);
+    assert_eq!(calls_of(&ev, "Echo.shout").len(), 3);
+
+    // A schema that does not compile names the file and shows the compiler's words.
+    let dir = std::env::temp_dir().join(format!("mpspy-badschema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bad.capnp"), "@0xbad; struct {").unwrap();
+    let out = mpspy()
+        .arg("decode")
+        .arg(fixture(PY.0))
+        .arg(fixture(PY.1))
+        .arg("--schema")
+        .arg(dir.join("bad.capnp"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("capnp compile") && err.contains("bad.capnp"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
