@@ -3,7 +3,11 @@
 //! Everything here ends in [`mpspy_schema::Event`]s; nothing here renders them.
 
 pub mod framing;
+pub mod record;
+#[cfg(unix)]
+pub mod relay;
 pub mod source;
 pub mod state;
+pub mod tap;
 
 pub use state::{SchemaConfig, Session};

@@ -45,7 +45,7 @@ impl Default for SchemaConfig {
 }
 
 /// Bytes that could not be decoded, as the source saw them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadBytes {
     /// Stream offset of the first bad byte.
     pub offset: u64,
@@ -69,6 +69,7 @@ pub struct Session {
     out: Vec<Event>,
     /// False for sources without timestamps (raw captures): latencies are then unknown.
     timed: bool,
+    dropped_total: u64,
 }
 
 #[derive(Debug)]
@@ -131,6 +132,7 @@ impl Session {
             seq: 0,
             out: Vec::new(),
             timed: true,
+            dropped_total: 0,
         }
     }
 
@@ -281,6 +283,40 @@ impl Session {
             v.push(first.clone());
         }
         v
+    }
+
+    /// Applies one item from a source: the single entry point live capture, recordings and
+    /// tests share.
+    pub fn apply(&mut self, item: &crate::tap::Tapped) {
+        use crate::tap::Tapped;
+        match item {
+            Tapped::Opened {
+                conn,
+                t_ns,
+                label,
+                client,
+                server,
+            } => self.open(*conn, *t_ns, label, client.clone(), server.clone()),
+            Tapped::Frame {
+                conn,
+                dir,
+                t_ns,
+                offset,
+                bytes,
+            } => self.frame(*conn, *dir, *t_ns, *offset, bytes),
+            Tapped::Bad {
+                conn,
+                dir,
+                t_ns,
+                bad,
+            } => self.undecodable(*conn, *dir, *t_ns, bad.clone()),
+            Tapped::Closed { conn, t_ns, reason } => self.close(*conn, *t_ns, reason),
+            Tapped::Dropped { t_ns, count } => {
+                self.dropped_total += count;
+                let total = self.dropped_total;
+                self.emit(0, None, *t_ns, EventKind::Dropped { count: *count, total });
+            }
+        }
     }
 
     /// One complete frame in direction `dir`.

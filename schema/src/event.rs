@@ -2,7 +2,7 @@
 //! recordings, stats and the TUI consume them. The JSON form is a documented contract
 //! (`docs/json-lines.md`): add fields freely, never change the meaning of one.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rpc::{CapDescriptor, ExceptionInfo, MessageTarget, Resolution};
 use crate::value::Value;
@@ -24,7 +24,7 @@ pub type ConnId = u32;
 
 /// Which way a message went. The client is the side that connected or spawned (and sends
 /// `Bootstrap`); the server hosts the bootstrap capability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Direction {
     /// Client to server.
     #[serde(rename = "c2s")]

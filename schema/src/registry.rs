@@ -337,7 +337,12 @@ fn load_field(f: capnp::schema_capnp::field::Reader<'_>) -> Result<Field, Schema
     let kind = match f.which()? {
         field::Slot(s) => {
             let ty = load_type(s.get_type()?)?;
-            let (default_bits, default_blob) = default_of(s.get_default_value()?)?;
+            let (default_bits, mut default_blob) = default_of(s.get_default_value()?)?;
+            // The compiler fills in an empty default for every Text/Data field; only a declared
+            // one should replace a null pointer (otherwise null would read as "").
+            if !s.get_had_explicit_default() {
+                default_blob = None;
+            }
             FieldKind::Slot {
                 offset: s.get_offset(),
                 ty,

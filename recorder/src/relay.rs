@@ -1,0 +1,245 @@
+//! The byte-transparent relay: two pump threads per connection copy bytes verbatim and hand a
+//! copy of each complete frame to the tap.
+//!
+//! Why the copy is queued before the bytes are written on: the peer cannot answer a frame it has
+//! not received, so queueing first makes the tap's order causal (a call is always queued before
+//! its return) without any lock between the two directions. Queueing is a memcpy and a
+//! non-blocking `try_send`; the relay never waits for the decoder.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use mpspy_schema::event::{ConnId, Direction, Peer};
+
+use crate::framing::{Piece, Splitter};
+use crate::state::BadBytes;
+use crate::tap::{Tap, Tapped};
+
+/// Bytes read per `read` call.
+const CHUNK: usize = 64 * 1024;
+
+/// Connection numbers for one session, shared by all relays.
+#[derive(Debug, Clone, Default)]
+pub struct ConnIds(Arc<AtomicU32>);
+
+impl ConnIds {
+    /// The next connection number (from 1).
+    pub fn next(&self) -> ConnId {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Describes a connection for its `conn_opened` event.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// Human label.
+    pub label: String,
+    /// The client process.
+    pub client: Option<Peer>,
+    /// The server process.
+    pub server: Option<Peer>,
+}
+
+/// Relays between `client` and `server` until both directions end; returns a handle that
+/// finishes after the `Closed` notice was queued.
+pub fn relay(
+    conn: ConnId,
+    client: UnixStream,
+    server: UnixStream,
+    tap: Tap,
+    info: ConnInfo,
+) -> io::Result<JoinHandle<()>> {
+    tap.send_control(Tapped::Opened {
+        conn,
+        t_ns: tap.clock.now_ns(),
+        label: info.label,
+        client: info.client,
+        server: info.server,
+    });
+    let first_end: Arc<Mutex<Option<String>>> = Arc::default();
+    let c2s = spawn_pump(
+        conn,
+        Direction::ClientToServer,
+        client.try_clone()?,
+        server.try_clone()?,
+        tap.clone(),
+        first_end.clone(),
+    )?;
+    let s2c = spawn_pump(
+        conn,
+        Direction::ServerToClient,
+        server,
+        client,
+        tap.clone(),
+        first_end.clone(),
+    )?;
+    thread::Builder::new()
+        .name(format!("mpspy-conn-{conn}"))
+        .spawn(move || {
+            let _ = c2s.join();
+            let _ = s2c.join();
+            let reason = first_end
+                .lock()
+                .map(|r| r.clone())
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "closed".into());
+            tap.send_control(Tapped::Closed {
+                conn,
+                t_ns: tap.clock.now_ns(),
+                reason,
+            });
+        })
+}
+
+fn spawn_pump(
+    conn: ConnId,
+    dir: Direction,
+    from: UnixStream,
+    to: UnixStream,
+    tap: Tap,
+    first_end: Arc<Mutex<Option<String>>>,
+) -> io::Result<JoinHandle<()>> {
+    let name = match dir {
+        Direction::ClientToServer => format!("mpspy-c2s-{conn}"),
+        Direction::ServerToClient => format!("mpspy-s2c-{conn}"),
+    };
+    thread::Builder::new().name(name).spawn(move || {
+        let end = pump(conn, dir, from, to, &tap);
+        if let Ok(mut f) = first_end.lock() {
+            f.get_or_insert(end);
+        }
+    })
+}
+
+/// Copies `from` to `to` until `from` ends; returns how it ended.
+fn pump(conn: ConnId, dir: Direction, mut from: UnixStream, mut to: UnixStream, tap: &Tap) -> String {
+    let side = match dir {
+        Direction::ClientToServer => "client",
+        Direction::ServerToClient => "server",
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut splitter = Splitter::new();
+    let mut pieces = Vec::new();
+    let mut write_failed = false;
+    let end = loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break format!("{side} closed the connection"),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break format!("{side} connection error: {e}"),
+        };
+        splitter.push(&buf[..n], &mut pieces);
+        if !pieces.is_empty() {
+            let t_ns = tap.clock.now_ns();
+            for p in pieces.drain(..) {
+                tap.send(tapped(conn, dir, t_ns, p, true));
+            }
+        }
+        // A peer that is gone (half-closed) cannot take more bytes; keep reading so the sender
+        // is never blocked, and let the other direction report the end.
+        if !write_failed && to.write_all(&buf[..n]).is_err() {
+            write_failed = true;
+        }
+    };
+    if let Some(p) = splitter.finish() {
+        tap.send(tapped(conn, dir, tap.clock.now_ns(), p, false));
+    }
+    // Propagate the half-close so the other side sees EOF exactly as without mpspy.
+    let _ = to.shutdown(Shutdown::Write);
+    end
+}
+
+fn tapped(conn: ConnId, dir: Direction, t_ns: u64, p: Piece, stopped: bool) -> Tapped {
+    match p {
+        Piece::Frame { offset, bytes } => Tapped::Frame {
+            conn,
+            dir,
+            t_ns,
+            offset,
+            bytes,
+        },
+        Piece::Bad {
+            offset,
+            len,
+            reason,
+            hex,
+        } => Tapped::Bad {
+            conn,
+            dir,
+            t_ns,
+            bad: BadBytes {
+                offset,
+                len,
+                reason,
+                hex,
+                stopped,
+            },
+        },
+    }
+}
+
+/// Connects to `path`, retrying while the program has not started listening yet.
+pub fn connect_with_retry(path: &Path, patience: Duration) -> io::Result<UnixStream> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) =>
+            {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Accepts clients on `listener` and relays each to the socket at `upstream`.
+pub fn serve(
+    listener: UnixListener,
+    upstream: PathBuf,
+    tap: Tap,
+    ids: ConnIds,
+    describe: Arc<dyn Fn(&UnixStream) -> ConnInfo + Send + Sync>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("mpspy-accept".into())
+        .spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let conn = ids.next();
+                let mut info = describe(&client);
+                match connect_with_retry(&upstream, Duration::from_secs(30)) {
+                    Ok(server) => {
+                        let _ = relay(conn, client, server, tap.clone(), info);
+                    }
+                    Err(e) => {
+                        info.label = format!("{} (upstream {} unreachable)", info.label, upstream.display());
+                        tap.send_control(Tapped::Opened {
+                            conn,
+                            t_ns: tap.clock.now_ns(),
+                            label: info.label,
+                            client: info.client,
+                            server: info.server,
+                        });
+                        tap.send_control(Tapped::Closed {
+                            conn,
+                            t_ns: tap.clock.now_ns(),
+                            reason: format!("could not connect to {}: {e}", upstream.display()),
+                        });
+                    }
+                }
+            }
+        })
+}
