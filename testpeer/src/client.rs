@@ -1,0 +1,436 @@
+//! The client side: what a libmultiprocess C++ client (bitcoin-cli, a
+//! spawning parent) sends, used by `client ADDRESS` and by `-spawn`.
+//!
+//! Shape on the wire (protocol digest §4.1): Bootstrap, then `Init.construct`
+//! with our own ThreadMap, pipelined on the bootstrap promise; after it
+//! returns, `ThreadMap.makeThread(name)` followed at once by the first real
+//! call, whose `Context.thread` is the pipelined makeThread result and whose
+//! `Context.callbackThread` is a Thread we host. Every later Context call
+//! carries the (by then resolved) server Thread and the same callbackThread.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::blocks::display_hash;
+use crate::net;
+use crate::schema::echo_capnp::echo;
+use crate::schema::init_capnp::init;
+use crate::schema::mining_capnp::{block_template, mining};
+use crate::schema::proxy_capnp::{context, thread};
+use crate::server::{self, Peer};
+
+/// What one client session does after the handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionOptions {
+    /// Texts for `Echo.echo`, each sent `count` times.
+    pub(crate) echo: Vec<String>,
+    pub(crate) count: u32,
+    /// Also exercise Mining and BlockTemplate.
+    pub(crate) mining: bool,
+    /// JSON-RPC methods to run through `Init.makeRpc` / `Rpc.executeRpc`.
+    pub(crate) rpc: Vec<String>,
+    /// Call `Thread.getName` on the server thread and print it (an extra call
+    /// the C++ client never makes, so off by default).
+    pub(crate) thread_name: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            echo: vec![DEFAULT_ECHO.to_string()],
+            count: 1,
+            mining: false,
+            rpc: Vec::new(),
+            thread_name: false,
+        }
+    }
+}
+
+/// The default echo text when none is given.
+pub(crate) const DEFAULT_ECHO: &str = "hello from parent";
+
+impl SessionOptions {
+    /// Parses `[--echo TEXT]… [--count N] [--mining] [--rpc METHOD]…
+    /// [--thread-name]`.
+    pub(crate) fn parse(args: &[String]) -> Result<Self> {
+        let (opts, positional) = Self::parse_with_positional(args)?;
+        if let Some(extra) = positional.first() {
+            bail!("unexpected argument '{extra}'");
+        }
+        Ok(opts)
+    }
+
+    fn parse_with_positional(args: &[String]) -> Result<(Self, Vec<String>)> {
+        let mut opts = Self {
+            echo: Vec::new(),
+            ..Self::default()
+        };
+        let mut positional = Vec::new();
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |flag: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{flag} needs a value"))
+            };
+            match arg.as_str() {
+                "--echo" => opts.echo.push(value("--echo")?),
+                "--count" => {
+                    let v = value("--count")?;
+                    opts.count = v
+                        .parse()
+                        .with_context(|| format!("--count: not a number: '{v}'"))?;
+                }
+                "--mining" => opts.mining = true,
+                "--rpc" => opts.rpc.push(value("--rpc")?),
+                "--thread-name" => opts.thread_name = true,
+                // `-spawn NAME -- OPTIONS`: the separator is accepted and
+                // ignored; the child's argv is always exactly `NAME -ipcfd N`.
+                "--" => {}
+                s if s.starts_with("--") => bail!("unknown option '{s}'"),
+                _ => positional.push(arg.clone()),
+            }
+        }
+        if opts.echo.is_empty() {
+            opts.echo.push(DEFAULT_ECHO.to_string());
+        }
+        Ok((opts, positional))
+    }
+}
+
+/// `client ADDRESS [session options]`.
+#[derive(Debug)]
+pub(crate) struct Options {
+    address: String,
+    session: SessionOptions,
+}
+
+impl Options {
+    pub(crate) fn parse(args: &[String]) -> Result<Self> {
+        let (session, positional) = SessionOptions::parse_with_positional(args)?;
+        match positional.as_slice() {
+            [address] => Ok(Self {
+                address: address.clone(),
+                session,
+            }),
+            [] => bail!("client needs an address (unix:PATH)"),
+            [_, extra, ..] => bail!("unexpected argument '{extra}'"),
+        }
+    }
+}
+
+/// `mpspy-testpeer client unix:PATH …`.
+pub(crate) async fn run_client(opts: Options) -> Result<ExitCode> {
+    let stream = connect(&opts.address).await?;
+    run_over(stream, &opts.session).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+async fn connect(address: &str) -> Result<tokio::net::UnixStream> {
+    let Some(path) = address.strip_prefix("unix:") else {
+        bail!("Unrecognized address '{address}'");
+    };
+    tokio::net::UnixStream::connect(path)
+        .await
+        .with_context(|| format!("connecting to {address}"))
+}
+
+#[cfg(not(unix))]
+async fn connect(address: &str) -> Result<tokio::net::TcpStream> {
+    bail!("Unrecognized address '{address}' (unix sockets only)")
+}
+
+/// Runs one client session over `stream`, then closes the connection.
+pub(crate) async fn run_over<S>(stream: S, opts: &SessionOptions) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let mut rpc = net::rpc_system(stream, Side::Client, None);
+    let init: init::Client = rpc.bootstrap(Side::Server);
+    let disconnector = rpc.get_disconnector();
+    let driver = tokio::task::spawn_local(rpc);
+
+    let result = session(init, opts).await;
+
+    // All our capabilities are dropped by now (their Releases are queued);
+    // close the connection. capnp-rust's disconnector also sends an Abort
+    // ("client requested disconnect"); a C++ client just closes.
+    if let Err(e) = disconnector.await {
+        eprintln!("closing the connection: {e}");
+    }
+    match driver.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("connection: {e}"),
+        Err(e) => eprintln!("connection task: {e}"),
+    }
+    result
+}
+
+/// The Context every worker call carries.
+struct Threads {
+    /// The server worker thread (first the pipelined makeThread answer).
+    thread: thread::Client,
+    /// Our calling thread, for callbacks.
+    callback: thread::Client,
+}
+
+impl Threads {
+    fn fill(&self, mut ctx: context::Builder<'_>) {
+        ctx.set_thread(self.thread.clone());
+        ctx.set_callback_thread(self.callback.clone());
+    }
+}
+
+fn print_echo(text: &str) {
+    println!("echo: {}", json_str(text));
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
+    let peer = Peer::new();
+    let thread_name = peer.main_thread_name();
+
+    // construct: sent right behind the Bootstrap, targeting its answer.
+    let mut req = init.construct_request();
+    req.get()
+        .set_thread_map(server::new_thread_map(peer.clone()));
+    // Responses are dropped as soon as their capabilities are taken out, so
+    // each question is Finished right after its Return, like the C++ client.
+    let thread_map = req
+        .send()
+        .promise
+        .await
+        .context("Init.construct")?
+        .get()?
+        .get_thread_map()?;
+
+    // makeThread, and the first real call pipelined on its answer.
+    let mut req = thread_map.make_thread_request();
+    req.get().set_name(&thread_name[..]);
+    let make_thread = req.send();
+    let mut threads = Threads {
+        thread: make_thread.pipeline.get_result(),
+        callback: server::new_thread(thread_name.clone()),
+    };
+    let mut req = init.make_echo_request();
+    threads.fill(req.get().init_context());
+    let make_echo = req.send();
+    let (thread, echo) = futures::try_join!(
+        async {
+            let reply = make_thread.promise.await.context("ThreadMap.makeThread")?;
+            Ok::<_, anyhow::Error>(reply.get()?.get_result()?)
+        },
+        async {
+            let reply = make_echo.promise.await.context("Init.makeEcho")?;
+            Ok::<_, anyhow::Error>(reply.get()?.get_result()?)
+        },
+    )?;
+    threads.thread = thread;
+
+    if opts.thread_name {
+        let reply = threads
+            .thread
+            .get_name_request()
+            .send()
+            .promise
+            .await
+            .context("Thread.getName")?;
+        let name = reply.get()?.get_result()?.to_string()?;
+        println!("thread: {}", json_str(&name));
+    }
+
+    run_echo(&echo, &threads, opts).await?;
+    drop(echo);
+
+    if opts.mining {
+        run_mining(&init, &threads).await?;
+    }
+    for method in &opts.rpc {
+        run_rpc(&init, &threads, method).await?;
+    }
+    Ok(())
+}
+
+async fn run_echo(echo: &echo::Client, threads: &Threads, opts: &SessionOptions) -> Result<()> {
+    for text in &opts.echo {
+        for _ in 0..opts.count {
+            let mut req = echo.echo_request();
+            threads.fill(req.get().init_context());
+            req.get().set_echo(&text[..]);
+            let reply = req.send().promise.await.context("Echo.echo")?;
+            let got = reply.get()?.get_result()?.to_string()?;
+            print_echo(&got);
+            ensure!(
+                got == *text,
+                "Echo.echo returned {got:?}, expected {text:?}"
+            );
+        }
+    }
+    let mut req = echo.destroy_request();
+    threads.fill(req.get().init_context());
+    req.send().promise.await.context("Echo.destroy")?;
+    println!("Echo.destroy: ok");
+    Ok(())
+}
+
+async fn run_mining(init: &init::Client, threads: &Threads) -> Result<()> {
+    let mut req = init.make_mining_request();
+    threads.fill(req.get().init_context());
+    let mining: mining::Client = req
+        .send()
+        .promise
+        .await
+        .context("Init.makeMining")?
+        .get()?
+        .get_result()?;
+
+    let mut req = mining.is_test_chain_request();
+    threads.fill(req.get().init_context());
+    let reply = req.send().promise.await.context("Mining.isTestChain")?;
+    println!("isTestChain: {}", reply.get()?.get_result());
+
+    let mut req = mining.get_tip_request();
+    threads.fill(req.get().init_context());
+    let reply = req.send().promise.await.context("Mining.getTip")?;
+    let tip = reply.get()?;
+    ensure!(tip.get_has_result(), "Mining.getTip: no tip");
+    let block = tip.get_result()?;
+    println!(
+        "getTip: height {} hash {}",
+        block.get_height(),
+        display_hash(block.get_hash()?)
+    );
+
+    let mut req = mining.create_new_block_request();
+    {
+        let mut p = req.get();
+        threads.fill(p.reborrow().init_context());
+        // Schema defaults (useMempool, 8000, 400), sent explicitly like the
+        // C++ and Python clients do.
+        p.reborrow().init_options();
+        p.set_cooldown(false);
+    }
+    let template: block_template::Client = req
+        .send()
+        .promise
+        .await
+        .context("Mining.createNewBlock")?
+        .get()?
+        .get_result()?;
+    println!("createNewBlock: ok");
+
+    run_template(&template, threads).await?;
+    drop(template);
+
+    let mut req = mining.check_block_request();
+    {
+        let mut p = req.get();
+        threads.fill(p.reborrow().init_context());
+        p.set_block(&[0u8; 10]);
+        p.reborrow().init_options();
+    }
+    match req.send().promise.await {
+        Ok(_) => bail!("Mining.checkBlock on 10 zero bytes: expected an exception, got a result"),
+        Err(e) => {
+            // capnp-rust prefixes remote reasons; print what was on the wire.
+            let reason = e
+                .extra
+                .strip_prefix("remote exception: ")
+                .unwrap_or(&e.extra);
+            println!("checkBlock: exception {}", json_str(reason));
+        }
+    }
+    Ok(())
+}
+
+async fn run_template(template: &block_template::Client, threads: &Threads) -> Result<()> {
+    let mut req = template.get_block_header_request();
+    threads.fill(req.get().init_context());
+    let reply = req
+        .send()
+        .promise
+        .await
+        .context("BlockTemplate.getBlockHeader")?;
+    let header = reply.get()?.get_result()?;
+    println!("getBlockHeader: {} bytes", header.len());
+    ensure!(header.len() == 80, "getBlockHeader: expected 80 bytes");
+
+    let mut req = template.get_block_request();
+    threads.fill(req.get().init_context());
+    let reply = req.send().promise.await.context("BlockTemplate.getBlock")?;
+    println!("getBlock: {} bytes", reply.get()?.get_result()?.len());
+
+    let mut req = template.get_coinbase_tx_request();
+    threads.fill(req.get().init_context());
+    let reply = req
+        .send()
+        .promise
+        .await
+        .context("BlockTemplate.getCoinbaseTx")?;
+    let tx = reply.get()?.get_result()?;
+    println!(
+        "getCoinbaseTx: version {} sequence {:#x} blockRewardRemaining {} lockTime {} requiredOutputs {}",
+        tx.get_version(),
+        tx.get_sequence(),
+        tx.get_block_reward_remaining(),
+        tx.get_lock_time(),
+        tx.get_required_outputs()?.len()
+    );
+
+    let mut req = template.wait_next_request();
+    {
+        let mut p = req.get();
+        threads.fill(p.reborrow().init_context());
+        p.init_options().set_timeout(50.0);
+    }
+    let reply = req.send().promise.await.context("BlockTemplate.waitNext")?;
+    ensure!(
+        !reply.get()?.has_result(),
+        "BlockTemplate.waitNext: expected a null template after the timeout"
+    );
+    println!("waitNext: null");
+
+    let mut req = template.destroy_request();
+    threads.fill(req.get().init_context());
+    req.send().promise.await.context("BlockTemplate.destroy")?;
+    println!("BlockTemplate.destroy: ok");
+    Ok(())
+}
+
+async fn run_rpc(init: &init::Client, threads: &Threads, method: &str) -> Result<()> {
+    let mut req = init.make_rpc_request();
+    threads.fill(req.get().init_context());
+    let rpc = req
+        .send()
+        .promise
+        .await
+        .context("Init.makeRpc")?
+        .get()?
+        .get_result()?;
+
+    let request = serde_json::json!({
+        "method": method,
+        "params": [],
+        "id": "1",
+        "jsonrpc": "2.0",
+    })
+    .to_string();
+    let mut req = rpc.execute_rpc_request();
+    {
+        let mut p = req.get();
+        threads.fill(p.reborrow().init_context());
+        p.set_request(&request[..]);
+        p.set_uri("/");
+        p.set_user("");
+    }
+    let reply = req.send().promise.await.context("Rpc.executeRpc")?;
+    println!("executeRpc: {}", reply.get()?.get_result()?.to_string()?);
+    Ok(())
+}
