@@ -5,12 +5,45 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use mpspy_schema::sets::Choice;
 
-/// See Bitcoin Core's multiprocess IPC: decode libmultiprocess Cap'n Proto traffic.
+/// See Bitcoin Core's multiprocess IPC: run a program with mpspy on its IPC sockets, or decode
+/// and replay captures.
 #[derive(Debug, Parser)]
-#[command(name = "mpspy", version, about, long_about = None)]
+#[command(
+    name = "mpspy",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  mpspy -- bitcoin-node -regtest\n  mpspy --json events.jsonl --record session.pcapng -- bitcoin-node -regtest\n  mpspy -- bitcoin-cli -regtest -ipcconnect=unix getblockcount\n  mpspy replay session.pcapng --json"
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+/// `mpspy [OPTIONS] -- PROGRAM [ARGS]…`
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Write events as JSON Lines to FILE, or to stdout with `-` (see docs/json-lines.md).
+    #[arg(long, value_name = "FILE|-")]
+    pub(crate) json: Option<String>,
+    /// Record every frame to a pcapng FILE (replay with `mpspy replay FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) record: Option<PathBuf>,
+    /// No event lines and no summary on stderr.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+    /// Do not add -ipcbind=unix to bitcoin-node/bitcoin-gui when they have none.
+    #[arg(long)]
+    pub(crate) no_bind: bool,
+    #[command(flatten)]
+    pub(crate) schema: SchemaArgs,
+    /// The program to run and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    pub(crate) program: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -19,10 +52,31 @@ pub(crate) enum Command {
     Decode(DecodeArgs),
     /// Decode a shipped capture of a real bitcoin-node session (no Bitcoin Core needed).
     Demo(DemoArgs),
+    /// Replay a recording made with --record through the same decoder.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The recording (pcapng written by `mpspy --record`).
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// Write JSON Lines instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Decode with these schemas instead of the ones named in the recording.
+    #[arg(long, value_name = "SET")]
+    pub(crate) schemas: Option<Choice>,
+    /// An extra schema: a .capnp file (needs the `capnp` tool) or a compiled request.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) schema: Vec<PathBuf>,
+    /// Import directory for --schema .capnp files.
+    #[arg(short = 'I', long = "import-path", value_name = "DIR")]
+    pub(crate) include: Vec<PathBuf>,
 }
 
 /// Schema selection, shared by every command that decodes.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub(crate) struct SchemaArgs {
     /// Schema set: master, v31, v30, mpexample, or auto (inferred per connection).
     #[arg(long, default_value = "auto", value_name = "SET")]
@@ -52,7 +106,20 @@ pub(crate) struct DecodeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Write JSON Lines instead of text.
+    /// Write JSON Lines to stdout instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also record the session to a pcapng FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) record: Option<PathBuf>,
+}
+
+impl Default for SchemaArgs {
+    fn default() -> Self {
+        SchemaArgs {
+            schemas: Choice::Auto,
+            schema: Vec::new(),
+            include: Vec::new(),
+        }
+    }
 }

@@ -1,9 +1,12 @@
 //! mpspy: see Bitcoin Core's multiprocess IPC.
 
 mod cli;
+#[cfg(unix)]
+mod live;
+mod pipeline;
 mod sink;
 
-use std::io::{self, IsTerminal, Write};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,7 +22,18 @@ use crate::sink::Sink;
 use crate::sink::json::JsonLines;
 use crate::sink::text::TextLines;
 
+/// Run under this name (a symlink), mpspy is the test peer: the demo needs no other binary.
+const TESTPEER_NAME: &str = "mpspy-testpeer";
+
 fn main() -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == TESTPEER_NAME)
+    {
+        return mpspy_testpeer::main_with(&argv);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -39,9 +53,61 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Decode(args) => decode(&args),
-        Command::Demo(args) => demo(&args),
+        Some(Command::Decode(args)) => decode(&args),
+        Some(Command::Demo(args)) => demo(&args),
+        Some(Command::Replay(args)) => replay(&args),
+        #[cfg(unix)]
+        None => live::run(&cli.run),
+        #[cfg(not(unix))]
+        None => {
+            anyhow::bail!("running a program under mpspy is not supported on this platform yet")
+        }
     }
+}
+
+fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
+    use mpspy_recorder::record::{self, End};
+    // The header names the schema selection used when recording; --schemas overrides it.
+    let mut items = Vec::new();
+    let (header, end) = record::read_file(&args.file, |t| items.push(t))
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let choice = match &args.schemas {
+        Some(c) => c.clone(),
+        None => header.schemas.parse().unwrap_or(sets::Choice::Auto),
+    };
+    let config = schema_config(&SchemaArgs {
+        schemas: choice,
+        schema: args.schema.clone(),
+        include: args.include.clone(),
+    })?;
+    let mut outputs = pipeline::Outputs::new();
+    if args.json {
+        outputs.json("-")?;
+    } else {
+        outputs.text_stdout();
+    }
+    let mut session = Session::new(config);
+    session.start(
+        &format!("replay {}", args.file.display()),
+        Some(header.start_unix_ns),
+    );
+    for e in session.drain() {
+        outputs.event(&e);
+    }
+    for item in &items {
+        outputs.item(&mut session, item);
+    }
+    outputs.finish();
+    if let End::Torn(why) = end {
+        eprintln!(
+            "mpspy: {}: the recording ends inside a block ({why}); everything before it was replayed",
+            args.file.display()
+        );
+    }
+    if let Some(e) = outputs.error {
+        return Err(e);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn schema_config(args: &SchemaArgs) -> Result<SchemaConfig> {
@@ -88,27 +154,58 @@ fn decode(args: &DecodeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The built-in demo: decodes the shipped captures of a real bitcoin-node session.
+/// The built-in demo: mpspy wraps its own test peer (a stand-in for bitcoin-node on the wire)
+/// while a built-in libmultiprocess-style client drives traffic through it. No Bitcoin Core needed.
+#[cfg(unix)]
 fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
-    const C2S: &[u8] = include_bytes!("../samples/pyclient.c2s.bin");
-    const S2C: &[u8] = include_bytes!("../samples/pyclient.s2c.bin");
-    let mut session = Session::new(SchemaConfig::default());
-    session.set_untimed();
-    session.start(
-        "demo: pycapnp client ⇄ bitcoin-node master (shipped capture)",
-        None,
-    );
-    decode_pair(&mut session, 1, "pyclient ⇄ bitcoin-node", C2S, S2C);
-    let mut sink = output_sink(args.json, false);
-    for e in session.drain() {
-        sink.event(&e)?;
-    }
-    sink.finish()?;
-    if !args.json && io::stdout().is_terminal() {
-        let _ = writeln!(
-            io::stderr(),
-            "\n(this decoded a shipped capture; `mpspy decode A_TO_B B_TO_A` does the same for yours)"
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    use std::process::Command;
+
+    let exe = std::env::current_exe().context("finding mpspy's own executable")?;
+    let dir = std::env::temp_dir().join(format!("mpspy-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let socket = dir.join("node.sock");
+    // mpspy answers to the test peer's name (see `main`), so the wrapped program is mpspy itself.
+    let peer = dir.join(TESTPEER_NAME);
+    std::os::unix::fs::symlink(&exe, &peer)
+        .with_context(|| format!("linking {}", peer.display()))?;
+    let run = cli::RunArgs {
+        json: args.json.then(|| "-".to_string()),
+        record: args.record.clone(),
+        quiet: false,
+        no_bind: true,
+        schema: SchemaArgs::default(),
+        program: vec![
+            peer.display().to_string(),
+            format!("-ipcbind=unix:{}", socket.display()),
+        ],
+    };
+    let client_exe = peer.clone();
+    let client_socket = socket.clone();
+    let hook: live::AfterStart = Box::new(move |pid| {
+        std::thread::spawn(move || {
+            let status = Command::new(&client_exe)
+                .arg("client")
+                .arg(format!("unix:{}", client_socket.display()))
+                .args(["--echo", "hello from the demo", "--count", "3", "--mining"])
+                .args(["--rpc", "getblockcount"])
+                .stdout(std::process::Stdio::null())
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!("mpspy demo: the client failed: {status:?}");
+            }
+            // The session is over: stop the peer the way a user would.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        });
+    });
+    let code = live::run_with(&run, Some(hook));
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+#[cfg(not(unix))]
+fn demo(_args: &cli::DemoArgs) -> Result<ExitCode> {
+    anyhow::bail!("the live demo needs unix sockets; try `mpspy decode` on the files in samples/")
 }

@@ -2,6 +2,7 @@
 //!
 //! Everything here ends in [`mpspy_schema::Event`]s; nothing here renders them.
 
+pub mod bitcoin;
 pub mod framing;
 pub mod record;
 #[cfg(unix)]

@@ -147,7 +147,11 @@ impl Recorder<File> {
     }
 }
 
-fn interface(name: String, description: Option<String>, linktype: DataLink) -> InterfaceDescriptionBlock<'static> {
+fn interface(
+    name: String,
+    description: Option<String>,
+    linktype: DataLink,
+) -> InterfaceDescriptionBlock<'static> {
     let mut options = vec![
         InterfaceDescriptionOption::IfName(Cow::Owned(name)),
         InterfaceDescriptionOption::IfTsResol(9),
@@ -416,14 +420,20 @@ fn header(shb: &SectionHeaderBlock<'_>) -> Result<Header, RecordError> {
     for o in &shb.options {
         match o {
             SectionHeaderOption::UserApplication(a) => writer = a.to_string(),
-            SectionHeaderOption::Comment(c) if c.starts_with(MAGIC) => comment = Some(c.to_string()),
+            SectionHeaderOption::Comment(c) if c.starts_with(MAGIC) => {
+                comment = Some(c.to_string())
+            }
             _ => {}
         }
     }
     let comment = comment.ok_or_else(|| {
         RecordError::NotOurs(format!(
             "no '{MAGIC}' section comment; written by {}",
-            if writer.is_empty() { "an unknown program" } else { &writer }
+            if writer.is_empty() {
+                "an unknown program"
+            } else {
+                &writer
+            }
         ))
     })?;
     let mut version = None;
@@ -445,7 +455,9 @@ fn header(shb: &SectionHeaderBlock<'_>) -> Result<Header, RecordError> {
             start_unix_ns,
             writer,
         }),
-        None => Err(RecordError::NotOurs(format!("unreadable section comment '{comment}'"))),
+        None => Err(RecordError::NotOurs(format!(
+            "unreadable section comment '{comment}'"
+        ))),
     }
 }
 
@@ -485,7 +497,10 @@ mod tests {
                 offset: 0,
                 bytes: vec![0, 0, 0, 0, 0, 0, 0, 0],
             },
-            Tapped::Dropped { t_ns: 3_000, count: 7 },
+            Tapped::Dropped {
+                t_ns: 3_000,
+                count: 7,
+            },
             Tapped::Closed {
                 conn: 1,
                 t_ns: 4_000,
@@ -520,10 +535,16 @@ mod tests {
         let mut buf = Vec::new();
         drop(Recorder::new(&mut buf, "auto", 0).unwrap());
         // Same length, so the block structure stays valid.
-        let at = buf.windows(18).position(|w| w == b"mpspy-recording v1").unwrap();
+        let at = buf
+            .windows(18)
+            .position(|w| w == b"mpspy-recording v1")
+            .unwrap();
         buf[at + 17] = b'9';
         let err = read(&buf[..], |_| {}).unwrap_err();
-        assert!(err.to_string().contains("v9") && err.to_string().contains("update"), "{err}");
+        assert!(
+            err.to_string().contains("v9") && err.to_string().contains("update"),
+            "{err}"
+        );
         let err = read(&b"not a pcapng file at all"[..], |_| {}).unwrap_err();
         assert!(err.to_string().contains("not an mpspy recording"), "{err}");
     }

@@ -35,6 +35,68 @@ impl ConnIds {
     }
 }
 
+/// The connections being relayed, so they can all be closed when the program exits.
+#[derive(Debug, Clone, Default)]
+pub struct Relays {
+    live: Arc<Mutex<Vec<LiveConn>>>,
+}
+
+#[derive(Debug)]
+struct LiveConn {
+    conn: ConnId,
+    client: UnixStream,
+    server: UnixStream,
+    first_end: Arc<Mutex<Option<String>>>,
+}
+
+impl Relays {
+    /// Closes every live connection; each reports `reason` in its `conn_closed` event.
+    pub fn close_all(&self, reason: &str) {
+        let live = self
+            .live
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        for c in live {
+            if let Ok(mut f) = c.first_end.lock() {
+                f.get_or_insert_with(|| reason.to_string());
+            }
+            let _ = c.client.shutdown(Shutdown::Both);
+            let _ = c.server.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Connections currently relayed.
+    pub fn count(&self) -> usize {
+        self.live.lock().map_or(0, |l| l.len())
+    }
+
+    fn add(
+        &self,
+        conn: ConnId,
+        client: &UnixStream,
+        server: &UnixStream,
+        first_end: &Arc<Mutex<Option<String>>>,
+    ) -> io::Result<()> {
+        let entry = LiveConn {
+            conn,
+            client: client.try_clone()?,
+            server: server.try_clone()?,
+            first_end: first_end.clone(),
+        };
+        if let Ok(mut l) = self.live.lock() {
+            l.push(entry);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, conn: ConnId) {
+        if let Ok(mut l) = self.live.lock() {
+            l.retain(|c| c.conn != conn);
+        }
+    }
+}
+
 /// Describes a connection for its `conn_opened` event.
 #[derive(Debug, Clone, Default)]
 pub struct ConnInfo {
@@ -54,6 +116,7 @@ pub fn relay(
     server: UnixStream,
     tap: Tap,
     info: ConnInfo,
+    relays: &Relays,
 ) -> io::Result<JoinHandle<()>> {
     tap.send_control(Tapped::Opened {
         conn,
@@ -63,6 +126,8 @@ pub fn relay(
         server: info.server,
     });
     let first_end: Arc<Mutex<Option<String>>> = Arc::default();
+    relays.add(conn, &client, &server, &first_end)?;
+    let relays = relays.clone();
     let c2s = spawn_pump(
         conn,
         Direction::ClientToServer,
@@ -84,6 +149,7 @@ pub fn relay(
         .spawn(move || {
             let _ = c2s.join();
             let _ = s2c.join();
+            relays.remove(conn);
             let reason = first_end
                 .lock()
                 .map(|r| r.clone())
@@ -119,7 +185,13 @@ fn spawn_pump(
 }
 
 /// Copies `from` to `to` until `from` ends; returns how it ended.
-fn pump(conn: ConnId, dir: Direction, mut from: UnixStream, mut to: UnixStream, tap: &Tap) -> String {
+fn pump(
+    conn: ConnId,
+    dir: Direction,
+    mut from: UnixStream,
+    mut to: UnixStream,
+    tap: &Tap,
+) -> String {
     let side = match dir {
         Direction::ClientToServer => "client",
         Direction::ServerToClient => "server",
@@ -205,13 +277,18 @@ pub fn connect_with_retry(path: &Path, patience: Duration) -> io::Result<UnixStr
     }
 }
 
+/// Describes a new connection from its two sockets (client side, server side), e.g. by the
+/// processes' peer credentials.
+pub type Describe = Arc<dyn Fn(&UnixStream, &UnixStream) -> ConnInfo + Send + Sync>;
+
 /// Accepts clients on `listener` and relays each to the socket at `upstream`.
 pub fn serve(
     listener: UnixListener,
     upstream: PathBuf,
     tap: Tap,
     ids: ConnIds,
-    describe: Arc<dyn Fn(&UnixStream) -> ConnInfo + Send + Sync>,
+    relays: Relays,
+    describe: Describe,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("mpspy-accept".into())
@@ -219,13 +296,19 @@ pub fn serve(
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let conn = ids.next();
-                let mut info = describe(&client);
                 match connect_with_retry(&upstream, Duration::from_secs(30)) {
                     Ok(server) => {
-                        let _ = relay(conn, client, server, tap.clone(), info);
+                        let info = describe(&client, &server);
+                        let _ = relay(conn, client, server, tap.clone(), info, &relays);
                     }
                     Err(e) => {
-                        info.label = format!("{} (upstream {} unreachable)", info.label, upstream.display());
+                        let mut info = describe(&client, &client);
+                        info.server = None;
+                        info.label = format!(
+                            "{} (upstream {} unreachable)",
+                            info.label,
+                            upstream.display()
+                        );
                         tap.send_control(Tapped::Opened {
                             conn,
                             t_ns: tap.clock.now_ns(),

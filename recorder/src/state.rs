@@ -89,9 +89,40 @@ struct Question {
     /// Interfaces learnt from calls pipelined on this answer, by pointer path.
     pipelined: Vec<(Vec<u16>, u64)>,
     /// Capabilities in the answer, by pointer path (host side, export id).
-    answer_caps: Vec<(Vec<u16>, Side, u32)>,
+    answer_caps: Vec<AnswerCap>,
     /// The export called, when known (host side, export id).
     target: Option<(Side, u32)>,
+}
+
+/// A capability inside an answer. The answer keeps the object alive after the importer releases
+/// its export entry, and the export id may then be reused for another object, so the answer
+/// remembers the capability's name, not just its id.
+#[derive(Debug, Clone)]
+struct AnswerCap {
+    path: Vec<u16>,
+    host: Side,
+    id: u32,
+    name: String,
+    thread_name: Option<String>,
+}
+
+impl Conn {
+    /// The capability at `path` in the answer to `dir`'s question, with its export entry if that
+    /// entry still holds the same object.
+    fn answer_cap(
+        &self,
+        dir: Direction,
+        question: u32,
+        path: &[u16],
+    ) -> Option<(&AnswerCap, Option<&Export>)> {
+        let q = self.questions.get(&(dir, question))?;
+        let a = q.answer_caps.iter().find(|a| a.path == path)?;
+        let e = self
+            .exports
+            .get(&(a.host, a.id))
+            .filter(|e| e.name == a.name);
+        Some((a, e))
+    }
 }
 
 #[derive(Debug)]
@@ -314,7 +345,15 @@ impl Session {
             Tapped::Dropped { t_ns, count } => {
                 self.dropped_total += count;
                 let total = self.dropped_total;
-                self.emit(0, None, *t_ns, EventKind::Dropped { count: *count, total });
+                self.emit(
+                    0,
+                    None,
+                    *t_ns,
+                    EventKind::Dropped {
+                        count: *count,
+                        total,
+                    },
+                );
             }
         }
     }
@@ -636,26 +675,28 @@ impl Session {
                     None => format!("import {id}"),
                 }
             }
-            MessageTarget::PromisedAnswer(pa) => match c.questions.get_mut(&(dir, pa.question)) {
-                Some(q) => {
-                    if let Some(&(_, host, id)) =
-                        q.answer_caps.iter().find(|(p, _, _)| *p == pa.path)
-                    {
-                        match c.exports.get_mut(&(host, id)) {
-                            Some(e) => {
+            MessageTarget::PromisedAnswer(pa) => {
+                match c
+                    .answer_cap(dir, pa.question, &pa.path)
+                    .map(|(a, e)| (a.name.clone(), e.map(|_| (a.host, a.id))))
+                {
+                    Some((name, live)) => {
+                        if let Some(key) = live {
+                            if let Some(e) = c.exports.get_mut(&key) {
                                 learn_interface(e, call.interface_id, &interface);
-                                target_key = Some((host, id));
-                                e.name.clone()
                             }
-                            None => promise_label(pa.question, &pa.path),
+                            target_key = Some(key);
                         }
-                    } else {
-                        q.pipelined.push((pa.path.clone(), call.interface_id));
+                        name
+                    }
+                    None => {
+                        if let Some(q) = c.questions.get_mut(&(dir, pa.question)) {
+                            q.pipelined.push((pa.path.clone(), call.interface_id));
+                        }
                         promise_label(pa.question, &pa.path)
                     }
                 }
-                None => promise_label(pa.question, &pa.path),
-            },
+            }
             MessageTarget::Unknown(w) => format!("unknown target {w}"),
         };
 
@@ -798,23 +839,29 @@ impl Session {
                 }
                 created = bind_caps(&lookup, c, dir, t_ns, &p.cap_table, &walker.caps, &mut v);
                 let host = dir.sender();
-                let answer_caps: Vec<(Vec<u16>, Side, u32)> = by_path
+                let thread_name = c.questions.get(&key).and_then(|q| q.thread_name.clone());
+                let answer_caps: Vec<AnswerCap> = by_path
                     .into_iter()
                     .filter_map(|(path, index)| match p.cap_table.get(index as usize) {
                         Some(
                             CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id),
-                        ) => Some((path, host, *id)),
+                        ) => {
+                            let e = c.exports.get_mut(&(host, *id))?;
+                            if let Some(n) = &thread_name {
+                                e.thread_name.get_or_insert_with(|| n.clone());
+                            }
+                            Some(AnswerCap {
+                                path,
+                                host,
+                                id: *id,
+                                name: e.name.clone(),
+                                thread_name: e.thread_name.clone(),
+                            })
+                        }
                         _ => None,
                     })
                     .collect();
                 if let Some(q) = c.questions.get_mut(&key) {
-                    if let Some(name) = &q.thread_name {
-                        for (_, host, id) in &answer_caps {
-                            if let Some(e) = c.exports.get_mut(&(*host, *id)) {
-                                e.thread_name.get_or_insert_with(|| name.clone());
-                            }
-                        }
-                    }
                     // A successful destroy() frees the object; its Release may come later.
                     if q.method == "destroy"
                         && let Some(e) = q.target.and_then(|t| c.exports.get_mut(&t))
@@ -1035,11 +1082,8 @@ fn bind_caps(
                 .get(&(sender.other(), *id))
                 .map(|e| e.name.clone()),
             CapDescriptor::ReceiverAnswer(pa) => Some(
-                c.questions
-                    .get(&(dir, pa.question))
-                    .and_then(|q| q.answer_caps.iter().find(|(p, _, _)| *p == pa.path))
-                    .and_then(|(_, host, id)| c.exports.get(&(*host, *id)))
-                    .map(|e| e.name.clone())
+                c.answer_cap(dir, pa.question, &pa.path)
+                    .map(|(a, _)| a.name.clone())
                     .unwrap_or_else(|| promise_label(pa.question, &pa.path)),
             ),
             CapDescriptor::None => None,
@@ -1096,8 +1140,8 @@ fn context_threads(
                 if let Some(n) = &q.thread_name {
                     return Some(n.clone());
                 }
-                let (_, host, id) = q.answer_caps.iter().find(|(p, _, _)| *p == pa.path)?;
-                c.exports.get(&(*host, *id))
+                let (a, _) = c.answer_cap(dir, pa.question, &pa.path)?;
+                return Some(a.thread_name.clone().unwrap_or_else(|| a.name.clone()));
             }
             _ => None,
         }?;

@@ -97,7 +97,9 @@ impl Clock {
 /// The sending end: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
 pub struct Tap {
-    tx: SyncSender<Tapped>,
+    // `None` marks the end of the session: accept threads never exit, so the channel would
+    // never disconnect on its own.
+    tx: SyncSender<Option<Tapped>>,
     dropped: Arc<AtomicU64>,
     /// The session clock.
     pub clock: Clock,
@@ -126,7 +128,7 @@ impl Tap {
     /// Queues an item; if the decoder is behind, drops it and counts the drop. The relay must
     /// never wait for a consumer.
     pub fn send(&self, item: Tapped) {
-        match self.tx.try_send(item) {
+        match self.tx.try_send(Some(item)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +141,12 @@ impl Tap {
     /// Queues an item that must not be lost (connection open/close notices): these are rare,
     /// and losing one would leave the state wrong for the rest of the session.
     pub fn send_control(&self, item: Tapped) {
-        let _ = self.tx.send(item);
+        let _ = self.tx.send(Some(item));
+    }
+
+    /// Ends the session: the receiver returns `None` once everything queued before is out.
+    pub fn finish(&self) {
+        let _ = self.tx.send(None);
     }
 
     /// Items dropped so far.
@@ -151,20 +158,20 @@ impl Tap {
 /// The receiving end, which turns the drop counter into [`Tapped::Dropped`] notices in order.
 #[derive(Debug)]
 pub struct TapReceiver {
-    rx: Receiver<Tapped>,
+    rx: Receiver<Option<Tapped>>,
     dropped: Arc<AtomicU64>,
     reported: u64,
     pending: Option<Tapped>,
 }
 
 impl TapReceiver {
-    /// The next item, blocking; `None` once every sender is gone and the queue is empty.
+    /// The next item, blocking; `None` after [`Tap::finish`] or once every sender is gone.
     /// A drop notice comes before the item that follows the drops.
     pub fn recv(&mut self, clock: &Clock) -> Option<Tapped> {
         if let Some(p) = self.pending.take() {
             return Some(p);
         }
-        let item = self.rx.recv().ok();
+        let item = self.rx.recv().ok().flatten();
         match self.drop_notice(clock) {
             Some(d) => {
                 // Report the drops first; the item is handed out on the next call.

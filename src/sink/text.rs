@@ -5,6 +5,7 @@ use std::io::{self, Write};
 
 use mpspy_schema::Event;
 use mpspy_schema::event::{CallEvent, EventKind, ReturnEvent, Side, qualified};
+use mpspy_schema::stats::format_ns;
 
 use super::Sink;
 
@@ -16,21 +17,36 @@ pub(crate) struct TextLines<W: Write> {
     out: W,
     /// False when the source has no timestamps.
     timed: bool,
+    /// Only the events a person follows live: calls, returns, releases, connections, problems.
+    brief: bool,
 }
 
 impl<W: Write> TextLines<W> {
     pub(crate) fn new(out: W, timed: bool) -> Self {
-        TextLines { out, timed }
+        TextLines {
+            out,
+            timed,
+            brief: false,
+        }
+    }
+
+    pub(crate) fn brief(mut self, brief: bool) -> Self {
+        self.brief = brief;
+        self
     }
 }
 
-pub(crate) fn format_ns(ns: u64) -> String {
-    match ns {
-        n if n < 10_000 => format!("{n}ns"),
-        n if n < 10_000_000 => format!("{:.1}µs", n as f64 / 1e3),
-        n if n < 10_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
-        n => format!("{:.2}s", n as f64 / 1e9),
-    }
+fn in_brief(kind: &EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::Session { .. }
+            | EventKind::Bootstrap { .. }
+            | EventKind::Finish { cancel: false, .. }
+            | EventKind::CapCreated(_)
+            | EventKind::CapReleased { .. }
+            | EventKind::Resolve { .. }
+            | EventKind::Disembargo { .. }
+    )
 }
 
 fn call_line(c: &CallEvent, s: &mut String) {
@@ -225,6 +241,9 @@ pub(crate) fn describe(kind: &EventKind) -> String {
 
 impl<W: Write> Sink for TextLines<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
+        if self.brief && !in_brief(&e.kind) {
+            return Ok(());
+        }
         let dir = e.dir.map_or(" ", |d| d.arrow());
         if self.timed {
             write!(self.out, "{:>12.6} ", e.t_ns as f64 / 1e9)?;

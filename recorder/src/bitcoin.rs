@@ -1,0 +1,2305 @@
+//! Bitcoin Core command lines, as far as mpspy needs them: where a program will listen
+//! (`-ipcbind`), where `bitcoin-cli` will connect (`-ipcconnect`), how to rewrite the arguments so
+//! mpspy sits in between, and which program the `bitcoin` wrapper would run (protocol README
+//! §5.2, §5.5, §6.1 and §6.2).
+//!
+//! The option handling follows Bitcoin Core's `ArgsManager`:
+//!
+//! - `-name`, `--name`, `-name=value`. `-noname` negates (`-noname=0` is a double negative, which
+//!   means true). A bare `-name` is the empty string, which counts as true for booleans. Parsing
+//!   stops at the first argument that does not start with `-`, and at a lone `-`.
+//! - The config file (`-conf`, default `<datadir>/bitcoin.conf`) has `key=value` lines, `#`
+//!   comments, `[chain]` sections and `chain.key=value` keys. `includeconf=` is **not** followed:
+//!   options in included files are not seen.
+//! - Single-valued options: the last command-line value wins, then the chain's config section,
+//!   then the config's top level. Inside the config file the *first* value wins (Bitcoin's
+//!   backwards-compatible rule), except for the chain options, where the last one wins.
+//! - List options (`-ipcbind`): Bitcoin **combines** the command-line and config-file values. The
+//!   command line does not replace the config file's. `-noipcbind` discards the command-line
+//!   values before it, and the config file's too if nothing follows it. So a program whose config
+//!   file has `ipcbind=` lines can only be kept off those paths by giving it a copy of its config
+//!   without them (see [`filtered_config`] and [`rewrite_with_config`]).
+//!
+//! Not modelled: `includeconf`, `settings.json`, and the per-option flags Bitcoin registers
+//! (unknown options are accepted here; the program itself rejects them).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Longest usable unix socket path plus one (`sizeof(sun_path)`): Bitcoin rejects paths of this
+/// length or longer.
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+const SUN_PATH_LEN: usize = 104;
+#[cfg(not(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+const SUN_PATH_LEN: usize = 108;
+
+/// The chain names `-chain=` accepts.
+const CHAINS: [&str; 5] = ["main", "test", "testnet4", "signet", "regtest"];
+
+/// Characters Bitcoin trims around config lines, keys and values.
+const CONF_TRIM: &[char] = &[' ', '\t', '\r', '\n'];
+
+/// The parts of the environment that decide Bitcoin's default paths. Injected so tests need not
+/// touch the real home directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Env {
+    /// `$HOME` (Unix and macOS). Unset or empty means `/`, as in Bitcoin.
+    pub home: Option<PathBuf>,
+    /// The directory relative paths (`-datadir=rel`) are taken against.
+    pub cwd: PathBuf,
+    /// `%LOCALAPPDATA%` (Windows only): the default datadir is `%LOCALAPPDATA%\Bitcoin`.
+    pub local_app_data: Option<PathBuf>,
+    /// `%APPDATA%` (Windows only): the legacy datadir `%APPDATA%\Bitcoin` is used if it exists.
+    pub app_data: Option<PathBuf>,
+}
+
+impl Env {
+    /// The environment of this process.
+    ///
+    /// # Errors
+    /// When the current directory cannot be read.
+    pub fn from_process() -> io::Result<Self> {
+        Ok(Self {
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            cwd: std::env::current_dir()?,
+            local_app_data: std::env::var_os("LOCALAPPDATA").map(PathBuf::from),
+            app_data: std::env::var_os("APPDATA").map(PathBuf::from),
+        })
+    }
+}
+
+/// What part a program plays on IPC sockets, by its file name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A node: `bitcoin-node` and `bitcoin-gui` (which may `-ipcbind`), and `bitcoind` and
+    /// `bitcoin-qt` (which cannot listen: [`plan`] gives them no binds).
+    Node,
+    /// `bitcoin-cli`, which may connect with `-ipcconnect`.
+    Cli,
+    /// Anything else.
+    Other,
+}
+
+/// The role of `program` (a name or path), by its file name: case-insensitive, `.exe` ignored.
+#[must_use]
+pub fn role(program: &str) -> Role {
+    match exe_name(program).as_str() {
+        "bitcoin-node" | "bitcoin-gui" | "bitcoind" | "bitcoin-qt" => Role::Node,
+        "bitcoin-cli" => Role::Cli,
+        _ => Role::Other,
+    }
+}
+
+/// Where a planned bind came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BindOrigin {
+    /// An `-ipcbind` argument (see [`BindSpec::arg_index`]).
+    CommandLine,
+    /// An `ipcbind=` line of the config file. Bitcoin adds these to the command line's, so the
+    /// program must be given a copy of its config without them ([`filtered_config`]).
+    ConfigFile {
+        /// The config file.
+        file: PathBuf,
+        /// The line (from 1).
+        line: usize,
+    },
+    /// Added by mpspy (`add_default_bind`): `-ipcbind=unix`.
+    Added,
+}
+
+/// A socket the program would listen on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindSpec {
+    /// The public path (where clients will connect).
+    pub path: PathBuf,
+    /// The index in `args` of the argument that asked for it; `None` if it came from the config
+    /// file or was added by mpspy.
+    pub arg_index: Option<usize>,
+    /// Where it came from.
+    pub origin: BindOrigin,
+}
+
+/// What a Bitcoin program would do on IPC sockets, worked out from its arguments and config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Sockets the program would listen on (public paths, in Bitcoin's order), each with the
+    /// index of the argv entry that asked for it (None if it came from the config file or was
+    /// added by us).
+    pub binds: Vec<BindSpec>,
+    /// Where the program would connect (cli), if anywhere.
+    pub connect: Option<PathBuf>,
+    /// The network datadir: the datadir plus the chain's subdirectory.
+    pub network_datadir: PathBuf,
+    /// The chain: "main", "test", "testnet4", "signet" or "regtest".
+    pub chain: String,
+}
+
+impl Plan {
+    /// Whether some binds come from the config file. Then the program must be started with a
+    /// copy of its config without `ipcbind` lines ([`filtered_config`],
+    /// [`rewrite_with_config`]), or it would listen on those public paths itself.
+    #[must_use]
+    pub fn has_config_binds(&self) -> bool {
+        self.binds
+            .iter()
+            .any(|b| matches!(b.origin, BindOrigin::ConfigFile { .. }))
+    }
+}
+
+/// Why a Bitcoin command line could not be planned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BitcoinArgsError {
+    /// More than one chain option (Bitcoin's own message).
+    #[error(
+        "Invalid combination of -regtest, -signet, -testnet, -testnet4 and -chain. Can use at most one."
+    )]
+    ChainConflict,
+    /// `-chain=` names no known chain.
+    #[error("-chain: unknown chain '{0}' (expected main, test, testnet4, signet or regtest)")]
+    UnknownChain(String),
+    /// `-datadir` (command line or config) is not an existing directory.
+    #[error("-datadir: directory {} does not exist", .0.display())]
+    DatadirMissing(PathBuf),
+    /// An explicitly given config file could not be read.
+    #[error("-conf: cannot read {}: {source}", path.display())]
+    ConfRead {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The config file is a directory.
+    #[error("-conf: {} is a directory", .0.display())]
+    ConfIsDirectory(PathBuf),
+    /// The config file is malformed (Bitcoin would refuse it too).
+    #[error("-conf: {}: {message}", path.display())]
+    ConfParse {
+        /// The config file.
+        path: PathBuf,
+        /// Bitcoin's description, with the line number.
+        message: String,
+    },
+    /// An `-ipcbind`/`-ipcconnect` value that is not `unix` or `unix:<path>`.
+    #[error("{option}: Unrecognized address '{address}'")]
+    UnrecognizedAddress {
+        /// `-ipcbind` or `-ipcconnect`.
+        option: &'static str,
+        /// The value.
+        address: String,
+    },
+    /// A socket path too long for `sockaddr_un` (Bitcoin's message).
+    #[error("{option}: Unix address path \"{}\" exceeded maximum socket path length", path.display())]
+    PathTooLong {
+        /// `-ipcbind` or `-ipcconnect`.
+        option: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// Works out where `program` (run with `args`, without argv0) would listen or connect.
+///
+/// `add_default_bind`: for `bitcoin-node`/`bitcoin-gui` with no `-ipcbind` anywhere (command line
+/// or config; an explicit `-noipcbind` counts as given), plan a `-ipcbind=unix` bind
+/// ([`BindOrigin::Added`]). Never for `bitcoind`/`bitcoin-qt`, which cannot listen.
+///
+/// For `bitcoin-cli`, `-ipcconnect=auto` (the default) plans a connection only if
+/// `<network datadir>/node.sock` exists as a socket (otherwise the cli falls back to HTTP), and
+/// none at all when `-rpcconnect` is set.
+///
+/// # Errors
+/// The problems Bitcoin itself would report: a missing `-datadir`, an unreadable explicit
+/// `-conf`, a malformed config, conflicting or unknown chains, unrecognized addresses, and
+/// socket paths that are too long.
+pub fn plan(
+    program: &str,
+    args: &[String],
+    env: &Env,
+    add_default_bind: bool,
+) -> Result<Plan, BitcoinArgsError> {
+    plan_for(Os::CURRENT, program, args, env, add_default_bind)
+}
+
+/// Returns `args` rewritten so the program binds at `private_binds[i]` instead of
+/// `plan.binds[i]` and connects to `private_connect` instead of `plan.connect`.
+///
+/// Command-line binds are replaced in place; binds from the config file or added by mpspy are
+/// inserted as `-ipcbind=unix:<private>` after the last option (before the first positional
+/// argument). `args` must be the arguments `plan` was made from, and the private paths should be
+/// absolute.
+///
+/// If [`Plan::has_config_binds`], this alone is not enough: Bitcoin adds config-file binds to the
+/// command line's, so the program would still listen on the public config paths. Use
+/// [`rewrite_with_config`] with a copy of the config from [`filtered_config`].
+///
+/// # Panics
+/// If `private_binds` and `plan.binds` differ in length.
+#[must_use]
+pub fn rewrite(
+    args: &[String],
+    plan: &Plan,
+    private_binds: &[PathBuf],
+    private_connect: Option<&Path>,
+) -> Vec<String> {
+    rewrite_with_config(args, plan, private_binds, private_connect, None)
+}
+
+/// [`rewrite`], and when `private_config` is given, also points the program at that config file
+/// (`-conf=<path>`, which must be absolute; `-allowignoredconf=1` so Bitcoin accepts that the
+/// datadir's own `bitcoin.conf` goes unused). With the contents of [`filtered_config`] there, the
+/// program ends up listening only on the private paths.
+///
+/// # Panics
+/// If `private_binds` and `plan.binds` differ in length.
+#[must_use]
+pub fn rewrite_with_config(
+    args: &[String],
+    plan: &Plan,
+    private_binds: &[PathBuf],
+    private_connect: Option<&Path>,
+    private_config: Option<&Path>,
+) -> Vec<String> {
+    assert_eq!(
+        private_binds.len(),
+        plan.binds.len(),
+        "rewrite: one private path per planned bind"
+    );
+    let cmd = parse_command_line(args, Os::CURRENT);
+    let mut out = args.to_vec();
+    let mut extra = Vec::new();
+    if let Some(conf) = private_config {
+        extra.push(format!("-conf={}", conf.to_string_lossy()));
+        extra.push("-allowignoredconf=1".to_string());
+    }
+    for (spec, private) in plan.binds.iter().zip(private_binds) {
+        let arg = format!("-ipcbind=unix:{}", private.to_string_lossy());
+        match spec.arg_index {
+            Some(i) if i < out.len() => out[i] = arg,
+            _ => extra.push(arg),
+        }
+    }
+    if let (Some(_), Some(private)) = (&plan.connect, private_connect) {
+        let arg = format!("-ipcconnect=unix:{}", private.to_string_lossy());
+        // The last command-line value is the one in force; replace it, or add ours.
+        match cmd.entries.iter().rev().find(|e| e.name == "ipcconnect") {
+            Some(e) => out[e.index] = arg,
+            None => extra.push(arg),
+        }
+    }
+    out.splice(cmd.end..cmd.end, extra);
+    out
+}
+
+/// When [`Plan::has_config_binds`]: the program's config file with every `ipcbind` line
+/// (any section, negated or not) commented out, to be written somewhere private and passed to
+/// [`rewrite_with_config`]. `None` when the plan has no config-file binds.
+///
+/// # Errors
+/// When the config file can no longer be read.
+pub fn filtered_config(plan: &Plan) -> Result<Option<String>, BitcoinArgsError> {
+    let Some(file) = plan.binds.iter().find_map(|b| match &b.origin {
+        BindOrigin::ConfigFile { file, .. } => Some(file),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let bytes = fs::read(file).map_err(|source| BitcoinArgsError::ConfRead {
+        path: file.clone(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut prefix = String::new();
+    for raw in text.split_inclusive('\n') {
+        let is_bind = match classify_conf_line(raw, 0, &mut prefix) {
+            ConfLine::Opt { name, .. } => interpret_key(&name).name == "ipcbind",
+            _ => false,
+        };
+        if is_bind {
+            out.push_str("# disabled by mpspy (it listens here instead): ");
+        }
+        out.push_str(raw);
+    }
+    Ok(Some(out))
+}
+
+/// For the `bitcoin` wrapper (README §5.5): the program it would run for `args` (its arguments,
+/// without argv0) and that program's arguments. `wrapper_path` is the wrapper's argv0 (a bare
+/// name is looked up in `env_path`, like the wrapper does); `env_path` is `$PATH`.
+///
+/// Lookup order: `<real dir>/../libexec/<exe>` when the wrapper's real directory (symlinks
+/// resolved) is named `bin`; (Windows: `<dir>/daemon/<exe>`); `<dir>/<exe>`; then `$PATH`, only
+/// if the wrapper was started by a bare name. Commands: `node` → `bitcoin-node` if multiprocess
+/// is selected (`-m`, or `-ipcbind`/`-ipcconnect`/`-ipcfd` among the node's arguments; `-M`
+/// forces monolithic) else `bitcoind`; `gui` → `bitcoin-gui`/`bitcoin-qt`; `rpc` → `bitcoin-cli
+/// -named`; `wallet`, `tx`, `util` → `bitcoin-wallet`, `bitcoin-tx`, `bitcoin-util`.
+///
+/// This variant does not read config files; [`wrapper_target_with_env`] also finds `ipc*`
+/// options there, as the wrapper does since v30.1.
+///
+/// `None` when not applicable: help or version requests, no or another command, an unknown
+/// wrapper option, or no program found where the wrapper would look.
+#[must_use]
+pub fn wrapper_target(
+    args: &[String],
+    wrapper_path: &Path,
+    env_path: Option<&OsStr>,
+) -> Option<(PathBuf, Vec<String>)> {
+    wrapper_target_impl(args, wrapper_path, env_path, None)
+}
+
+/// [`wrapper_target`], choosing multiprocess also when the config file (read as the target would,
+/// chain-aware) sets `ipcbind`, `ipcconnect` or `ipcfd`, as the `bitcoin` wrapper does since
+/// v30.1. If the config cannot be read, only the arguments decide.
+#[must_use]
+pub fn wrapper_target_with_env(
+    args: &[String],
+    wrapper_path: &Path,
+    env_path: Option<&OsStr>,
+    env: &Env,
+) -> Option<(PathBuf, Vec<String>)> {
+    wrapper_target_impl(args, wrapper_path, env_path, Some(env))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internals
+
+/// Which platform's conventions apply (a parameter so tests can cover all of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Os {
+    Unix,
+    Mac,
+    Windows,
+}
+
+impl Os {
+    const CURRENT: Os = if cfg!(windows) {
+        Os::Windows
+    } else if cfg!(target_os = "macos") {
+        Os::Mac
+    } else {
+        Os::Unix
+    };
+}
+
+/// The lowercased file name of a program, without `.exe`.
+fn exe_name(program: &str) -> String {
+    let name = program
+        .rsplit(|c| c == '/' || (cfg!(windows) && c == '\\'))
+        .next()
+        .unwrap_or(program)
+        .to_ascii_lowercase();
+    match name.strip_suffix(".exe") {
+        Some(stem) => stem.to_string(),
+        None => name,
+    }
+}
+
+/// The `<name>.sock` stem of programs that can `-ipcbind` (their exe name minus `bitcoin-`).
+fn listener_stem(program: &str) -> Option<String> {
+    match exe_name(program).as_str() {
+        "bitcoin-node" => Some("node".into()),
+        "bitcoin-gui" => Some("gui".into()),
+        // bitcoind and bitcoin-qt reject -ipcbind.
+        "bitcoind" | "bitcoin-qt" => None,
+        // Other programs built on Bitcoin's option parser (sv2-tp, test peers) name the default
+        // socket after themselves, as bitcoin-node does.
+        other => Some(other.strip_prefix("bitcoin-").unwrap_or(other).to_string()),
+    }
+}
+
+/// A setting value as Bitcoin stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Value {
+    Str(String),
+    /// From a double negative (`-nofoo=0`).
+    True,
+    /// From a negation (`-nofoo`).
+    False,
+}
+
+impl Value {
+    fn is_false(&self) -> bool {
+        *self == Value::False
+    }
+
+    fn as_bool(&self) -> bool {
+        match self {
+            Value::Str(s) => interpret_bool(s),
+            Value::True => true,
+            Value::False => false,
+        }
+    }
+
+    /// As `GetArg`/`GetArgs` render it.
+    fn to_arg_string(&self) -> String {
+        match self {
+            Value::Str(s) => s.clone(),
+            Value::True => "1".to_string(),
+            Value::False => "0".to_string(),
+        }
+    }
+}
+
+/// Bitcoin's `InterpretBool`: empty is true, otherwise the leading integer is nonzero.
+fn interpret_bool(s: &str) -> bool {
+    if s.is_empty() {
+        return true;
+    }
+    // LocaleIndependentAtoi: trim, optional '+' (but not "+-"), optional '-', then digits.
+    let t = s.trim_matches(|c: char| " \x0c\n\r\t\x0b".contains(c));
+    let t = match t.strip_prefix('+') {
+        Some(rest) if rest.starts_with('-') => return false,
+        Some(rest) => rest,
+        None => t,
+    };
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    digits
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .any(|c| c != '0')
+}
+
+/// `InterpretKey`: `section.name` and the `no` prefix.
+struct Key<'a> {
+    section: &'a str,
+    name: &'a str,
+    negated: bool,
+}
+
+fn interpret_key(key: &str) -> Key<'_> {
+    let (section, rest) = match key.find('.') {
+        Some(dot) => (&key[..dot], &key[dot + 1..]),
+        None => ("", key),
+    };
+    match rest.strip_prefix("no") {
+        Some(name) => Key {
+            section,
+            name,
+            negated: true,
+        },
+        None => Key {
+            section,
+            name: rest,
+            negated: false,
+        },
+    }
+}
+
+/// `InterpretValue`: a negation is false unless its value is false (a double negative).
+fn interpret_value(negated: bool, value: Option<&str>) -> Value {
+    if negated {
+        match value {
+            Some(v) if !interpret_bool(v) => Value::True,
+            _ => Value::False,
+        }
+    } else {
+        Value::Str(value.unwrap_or("").to_string())
+    }
+}
+
+/// One option from the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CmdEntry {
+    name: String,
+    value: Value,
+    /// Index in `args`.
+    index: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct CmdLine {
+    entries: Vec<CmdEntry>,
+    /// Index of the first argument that is not an option (or `args.len()`).
+    end: usize,
+}
+
+/// `ParseParameters`, minus the registered-option checks.
+fn parse_command_line(args: &[String], os: Os) -> CmdLine {
+    let mut cmd = CmdLine {
+        entries: Vec::new(),
+        end: args.len(),
+    };
+    for (index, arg) in args.iter().enumerate() {
+        if os == Os::Mac && arg.starts_with("-psn_") {
+            continue;
+        }
+        if arg == "-" {
+            cmd.end = index;
+            break;
+        }
+        let (key, value) = match arg.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (arg.as_str(), None),
+        };
+        let mut key = key.to_string();
+        if os == Os::Windows {
+            key = key.to_ascii_lowercase();
+            if key.starts_with('/') {
+                key.replace_range(..1, "-");
+            }
+        }
+        let Some(key) = key.strip_prefix('-') else {
+            cmd.end = index;
+            break;
+        };
+        // --foo is -foo.
+        let key = key.strip_prefix('-').unwrap_or(key);
+        let k = interpret_key(key);
+        // Dotted keys are invalid on the command line (the program rejects them).
+        if !k.section.is_empty() || k.name.is_empty() {
+            continue;
+        }
+        cmd.entries.push(CmdEntry {
+            name: k.name.to_string(),
+            value: interpret_value(k.negated, value),
+            index,
+        });
+    }
+    cmd
+}
+
+/// One option from the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ConfEntry {
+    /// "" for the top level, else the chain section.
+    section: String,
+    name: String,
+    value: Value,
+    /// From 1.
+    line: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    path: PathBuf,
+    entries: Vec<ConfEntry>,
+}
+
+enum ConfLine<'a> {
+    Skip,
+    Opt { name: String, value: &'a str },
+    Error(String),
+}
+
+/// One line of `GetConfigOptions`. `prefix` tracks the current `[section]`.
+fn classify_conf_line<'a>(raw: &'a str, line: usize, prefix: &mut String) -> ConfLine<'a> {
+    let (content, used_hash) = match raw.find('#') {
+        Some(p) => (&raw[..p], true),
+        None => (raw, false),
+    };
+    let s = content.trim_matches(CONF_TRIM);
+    if s.is_empty() {
+        return ConfLine::Skip;
+    }
+    if s.len() >= 2 && s.starts_with('[') && s.ends_with(']') {
+        *prefix = format!("{}.", &s[1..s.len() - 1]);
+        return ConfLine::Skip;
+    }
+    if s.starts_with('-') {
+        return ConfLine::Error(format!(
+            "parse error on line {line}: {s}, options in configuration file must be specified without leading -"
+        ));
+    }
+    let Some((k, v)) = s.split_once('=') else {
+        let mut message = format!("parse error on line {line}: {s}");
+        if s.starts_with("no") {
+            message.push_str(&format!(
+                ", if you intended to specify a negated option, use {s}=1 instead"
+            ));
+        }
+        return ConfLine::Error(message);
+    };
+    let name = format!("{prefix}{}", k.trim_matches(CONF_TRIM));
+    if used_hash && name.contains("rpcpassword") {
+        return ConfLine::Error(format!(
+            "parse error on line {line}, using # in rpcpassword can be ambiguous and should be avoided"
+        ));
+    }
+    ConfLine::Opt {
+        name,
+        value: v.trim_matches(CONF_TRIM),
+    }
+}
+
+/// `GetConfigOptions` + `ReadConfigStream` (unknown keys are kept; the program ignores them).
+fn parse_config(text: &str, path: &Path) -> Result<Vec<ConfEntry>, BitcoinArgsError> {
+    let error = |message: String| BitcoinArgsError::ConfParse {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut prefix = String::new();
+    let mut entries = Vec::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = i + 1;
+        match classify_conf_line(raw, line, &mut prefix) {
+            ConfLine::Skip => {}
+            ConfLine::Error(message) => return Err(error(message)),
+            ConfLine::Opt { name, value } => {
+                let k = interpret_key(&name);
+                if k.name == "conf" {
+                    return Err(error(format!(
+                        "line {line}: conf cannot be set in the configuration file; use includeconf= if you want to include additional config files"
+                    )));
+                }
+                // includeconf= is deliberately not followed: included files are not read.
+                entries.push(ConfEntry {
+                    section: k.section.to_string(),
+                    name: k.name.to_string(),
+                    value: interpret_value(k.negated, Some(value)),
+                    line,
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Where a value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Src {
+    Cmd(usize),
+    Conf(usize),
+}
+
+/// A source's values for one option, in order, and whether the source is the config file.
+type Span = (bool, Vec<(Value, Src)>);
+
+/// Bitcoin's merged settings: command line, then the chain's section, then the top level.
+struct Settings<'a> {
+    cmd: &'a [CmdEntry],
+    conf: Option<&'a Config>,
+}
+
+/// Index just past the last negation (`SettingsSpan::negated`).
+fn after_last_negation(values: &[(Value, Src)]) -> usize {
+    values
+        .iter()
+        .rposition(|(v, _)| v.is_false())
+        .map_or(0, |i| i + 1)
+}
+
+impl Settings<'_> {
+    /// The non-empty sources for `name`, highest priority first (`MergeSettings`).
+    fn spans(&self, name: &str, network: Option<&str>) -> Vec<Span> {
+        let mut out = Vec::new();
+        let cmd: Vec<_> = self
+            .cmd
+            .iter()
+            .filter(|e| e.name == name)
+            .map(|e| (e.value.clone(), Src::Cmd(e.index)))
+            .collect();
+        if !cmd.is_empty() {
+            out.push((false, cmd));
+        }
+        if let Some(conf) = self.conf {
+            let mut sections = Vec::new();
+            if let Some(n) = network.filter(|n| !n.is_empty()) {
+                sections.push(n);
+            }
+            sections.push("");
+            for section in sections {
+                let span: Vec<_> = conf
+                    .entries
+                    .iter()
+                    .filter(|e| e.section == section && e.name == name)
+                    .map(|e| (e.value.clone(), Src::Conf(e.line)))
+                    .collect();
+                if !span.is_empty() {
+                    out.push((true, span));
+                }
+            }
+        }
+        out
+    }
+
+    /// `GetSetting`: the value in force for a single-valued option.
+    fn get(&self, name: &str, network: Option<&str>, chain_type: bool) -> Option<Value> {
+        // The first source that has the option decides.
+        let (is_conf, span) = self.spans(name, network).into_iter().next()?;
+        let rest = &span[after_last_negation(&span)..];
+        let pick = if is_conf && !chain_type {
+            rest.first()
+        } else {
+            rest.last()
+        };
+        Some(pick.map_or(Value::False, |(v, _)| v.clone()))
+    }
+
+    /// `GetSettingsList`: the values of a list option, command line and config combined.
+    fn get_list(&self, name: &str, network: Option<&str>) -> Vec<(Value, Src)> {
+        let mut result = Vec::new();
+        let mut done = false;
+        let mut prev_negated_empty = false;
+        for (is_conf, span) in self.spans(name, network) {
+            // Bitcoin's "zombie" rule: config values apply even after a command-line negation,
+            // unless the command line ended with the negation.
+            let add_zombie = is_conf && !prev_negated_empty;
+            let start = after_last_negation(&span);
+            if !done || add_zombie {
+                result.extend_from_slice(&span[start..]);
+            }
+            done |= start > 0;
+            prev_negated_empty |=
+                span.last().is_some_and(|(v, _)| v.is_false()) && result.is_empty();
+        }
+        result
+    }
+
+    /// `IsArgSet`: given anywhere that applies (a negation counts).
+    fn is_set(&self, name: &str, network: Option<&str>) -> bool {
+        !self.spans(name, network).is_empty()
+    }
+}
+
+/// Bitcoin's default datadir.
+fn default_datadir(os: Os, env: &Env) -> PathBuf {
+    match os {
+        Os::Windows => {
+            if let Some(app_data) = &env.app_data {
+                let legacy = app_data.join("Bitcoin");
+                if legacy.exists() {
+                    return legacy;
+                }
+            }
+            env.local_app_data
+                .as_deref()
+                .unwrap_or(&env.cwd)
+                .join("Bitcoin")
+        }
+        Os::Unix | Os::Mac => {
+            let home = env
+                .home
+                .clone()
+                .filter(|h| !h.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from("/"));
+            if os == Os::Mac {
+                home.join("Library/Application Support/Bitcoin")
+            } else {
+                home.join(".bitcoin")
+            }
+        }
+    }
+}
+
+/// `p` against `cwd`, without `.` components or a trailing separator.
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    };
+    joined.components().collect()
+}
+
+/// The datadir (`GetDataDirBase`): `-datadir` made absolute (it must exist) or the default.
+fn datadir(
+    settings: &Settings<'_>,
+    network: Option<&str>,
+    os: Os,
+    env: &Env,
+) -> Result<PathBuf, BitcoinArgsError> {
+    let value = match settings.get("datadir", network, false) {
+        None | Some(Value::False) => String::new(),
+        Some(v) => v.to_arg_string(),
+    };
+    if value.is_empty() {
+        return Ok(default_datadir(os, env));
+    }
+    let path = absolute(&env.cwd, Path::new(&value));
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err(BitcoinArgsError::DatadirMissing(path))
+    }
+}
+
+/// `ReadConfigFiles`, without `includeconf`. `base` is the datadir from the command line.
+fn read_config(settings: &Settings<'_>, base: &Path) -> Result<Option<Config>, BitcoinArgsError> {
+    let explicit = settings.is_set("conf", None);
+    let name = match settings.get("conf", None, false) {
+        Some(Value::False) => return Ok(None), // -noconf
+        Some(v) if !v.to_arg_string().is_empty() => v.to_arg_string(),
+        _ => "bitcoin.conf".to_string(),
+    };
+    let path = Path::new(&name);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    if path.is_dir() {
+        return Err(BitcoinArgsError::ConfIsDirectory(path));
+    }
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(source) if explicit => return Err(BitcoinArgsError::ConfRead { path, source }),
+        Err(_) => return Ok(None),
+    };
+    let entries = parse_config(&String::from_utf8_lossy(&bytes), &path)?;
+    Ok(Some(Config { path, entries }))
+}
+
+/// `GetChainArg`.
+fn chain(settings: &Settings<'_>) -> Result<String, BitcoinArgsError> {
+    let flag = |name: &str| settings.get(name, None, true).is_some_and(|v| v.as_bool());
+    let regtest = flag("regtest");
+    let signet = flag("signet");
+    let testnet = flag("testnet");
+    let testnet4 = flag("testnet4");
+    let chain_arg = settings
+        .get("chain", None, false)
+        .map(|v| v.to_arg_string());
+    let count = [chain_arg.is_some(), regtest, signet, testnet, testnet4]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if count > 1 {
+        return Err(BitcoinArgsError::ChainConflict);
+    }
+    Ok(match chain_arg {
+        Some(c) if CHAINS.contains(&c.as_str()) => c,
+        Some(c) => return Err(BitcoinArgsError::UnknownChain(c)),
+        None if regtest => "regtest".to_string(),
+        None if signet => "signet".to_string(),
+        None if testnet => "test".to_string(),
+        None if testnet4 => "testnet4".to_string(),
+        None => "main".to_string(),
+    })
+}
+
+/// The chain's subdirectory of the datadir.
+fn chain_subdir(chain: &str) -> &str {
+    match chain {
+        "main" => "",
+        "test" => "testnet3",
+        other => other,
+    }
+}
+
+/// Everything parsed: command line, config, chain and datadirs.
+struct Resolved {
+    cmd: CmdLine,
+    conf: Option<Config>,
+    chain: String,
+    network_datadir: PathBuf,
+}
+
+impl Resolved {
+    fn settings(&self) -> Settings<'_> {
+        Settings {
+            cmd: &self.cmd.entries,
+            conf: self.conf.as_ref(),
+        }
+    }
+}
+
+/// Bitcoin's startup order: command-line datadir, config file, chain, final datadir.
+fn resolve(os: Os, args: &[String], env: &Env) -> Result<Resolved, BitcoinArgsError> {
+    let cmd = parse_command_line(args, os);
+    let base_settings = Settings {
+        cmd: &cmd.entries,
+        conf: None,
+    };
+    let base = datadir(&base_settings, None, os, env)?;
+    let conf = read_config(&base_settings, &base)?;
+    let settings = Settings {
+        cmd: &cmd.entries,
+        conf: conf.as_ref(),
+    };
+    let chain = chain(&settings)?;
+    // The config file may move the datadir (datadir=, top level or the chain's section).
+    let datadir = datadir(&settings, Some(&chain), os, env)?;
+    let subdir = chain_subdir(&chain);
+    let network_datadir = if subdir.is_empty() {
+        datadir
+    } else {
+        datadir.join(subdir)
+    };
+    Ok(Resolved {
+        cmd,
+        conf,
+        chain,
+        network_datadir,
+    })
+}
+
+/// `ParseAddress` for `unix` addresses: `unix` / `unix:` is `<netdir>/<stem>.sock`, `unix:<path>`
+/// is `<netdir>/<path>` (an absolute path replaces netdir). `None` for anything else.
+fn unix_address_path(address: &str, netdir: &Path, stem: &str) -> Option<PathBuf> {
+    if address == "unix" || address == "unix:" {
+        Some(netdir.join(format!("{stem}.sock")))
+    } else {
+        address.strip_prefix("unix:").map(|p| netdir.join(p))
+    }
+}
+
+fn fits_sun_path(path: &Path) -> bool {
+    path.as_os_str().len() < SUN_PATH_LEN
+}
+
+fn check_path_len(option: &'static str, path: PathBuf) -> Result<PathBuf, BitcoinArgsError> {
+    if fits_sun_path(&path) {
+        Ok(path)
+    } else {
+        Err(BitcoinArgsError::PathTooLong { option, path })
+    }
+}
+
+#[cfg(unix)]
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+#[cfg(not(unix))]
+fn is_socket(path: &Path) -> bool {
+    path.exists()
+}
+
+fn plan_for(
+    os: Os,
+    program: &str,
+    args: &[String],
+    env: &Env,
+    add_default_bind: bool,
+) -> Result<Plan, BitcoinArgsError> {
+    let r = resolve(os, args, env)?;
+    let settings = r.settings();
+    let network = Some(r.chain.as_str());
+    let netdir = &r.network_datadir;
+    let mut binds = Vec::new();
+    let mut connect = None;
+    let role = role(program);
+    match role {
+        Role::Node | Role::Other => {
+            if let Some(stem) = listener_stem(program) {
+                let stem = stem.as_str();
+                for (value, src) in settings.get_list("ipcbind", network) {
+                    // Bitcoin's config file is not another program's config.
+                    if role == Role::Other && matches!(src, Src::Conf(_)) {
+                        continue;
+                    }
+                    let address = value.to_arg_string();
+                    let path = unix_address_path(&address, netdir, stem).ok_or(
+                        BitcoinArgsError::UnrecognizedAddress {
+                            option: "-ipcbind",
+                            address,
+                        },
+                    )?;
+                    let (arg_index, origin) = match src {
+                        Src::Cmd(i) => (Some(i), BindOrigin::CommandLine),
+                        Src::Conf(line) => (
+                            None,
+                            BindOrigin::ConfigFile {
+                                file: r.conf.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+                                line,
+                            },
+                        ),
+                    };
+                    binds.push(BindSpec {
+                        path: check_path_len("-ipcbind", path)?,
+                        arg_index,
+                        origin,
+                    });
+                }
+                if role == Role::Node
+                    && binds.is_empty()
+                    && add_default_bind
+                    && !settings.is_set("ipcbind", network)
+                {
+                    binds.push(BindSpec {
+                        path: check_path_len("-ipcbind", netdir.join(format!("{stem}.sock")))?,
+                        arg_index: None,
+                        origin: BindOrigin::Added,
+                    });
+                }
+            }
+        }
+        Role::Cli => {}
+    }
+    // bitcoin-cli connects by default (`auto`); other programs only when told to.
+    let explicit_connect = args.iter().any(|a| {
+        let a = a.trim_start_matches('-');
+        a.starts_with("ipcconnect=") && a != "ipcconnect=auto"
+    });
+    if role == Role::Cli || (role == Role::Other && explicit_connect) {
+        connect = cli_connect(&settings, network, netdir)?;
+    }
+    Ok(Plan {
+        binds,
+        connect,
+        network_datadir: r.network_datadir.clone(),
+        chain: r.chain.clone(),
+    })
+}
+
+/// `bitcoin-cli`'s `CallIPC` + `connectAddress`.
+fn cli_connect(
+    settings: &Settings<'_>,
+    network: Option<&str>,
+    netdir: &Path,
+) -> Result<Option<PathBuf>, BitcoinArgsError> {
+    let address = settings
+        .get("ipcconnect", network, false)
+        .map_or_else(|| "auto".to_string(), |v| v.to_arg_string());
+    if address.is_empty() || address == "0" {
+        return Ok(None);
+    }
+    // With -rpcconnect the cli uses HTTP (auto) or refuses to run (explicit): no IPC either way.
+    if settings
+        .get("rpcconnect", network, false)
+        .is_some_and(|v| !v.is_false())
+    {
+        return Ok(None);
+    }
+    if address == "auto" {
+        let path = netdir.join("node.sock");
+        return Ok((is_socket(&path) && fits_sun_path(&path)).then_some(path));
+    }
+    let path = unix_address_path(&address, netdir, "node").ok_or(
+        BitcoinArgsError::UnrecognizedAddress {
+            option: "-ipcconnect",
+            address,
+        },
+    )?;
+    check_path_len("-ipcconnect", path).map(Some)
+}
+
+fn wrapper_target_impl(
+    args: &[String],
+    wrapper_path: &Path,
+    env_path: Option<&OsStr>,
+    env: Option<&Env>,
+) -> Option<(PathBuf, Vec<String>)> {
+    let mut multiprocess = None;
+    let mut command = None;
+    let mut rest = Vec::new();
+    for arg in args {
+        if command.is_some() {
+            rest.push(arg.clone());
+            continue;
+        }
+        match arg.as_str() {
+            "-m" | "--multiprocess" => multiprocess = Some(true),
+            "-M" | "--monolithic" => multiprocess = Some(false),
+            "-v" | "--version" | "-h" | "--help" | "help" => return None,
+            "" => {}
+            a if a.starts_with('-') => return None, // "Unknown option"
+            a => command = Some(a),
+        }
+    }
+    let use_multiprocess =
+        || multiprocess.unwrap_or_else(|| wrapper_wants_multiprocess(&rest, env));
+    let (exe, prefix): (&str, Option<&str>) = match command? {
+        "node" if use_multiprocess() => ("bitcoin-node", None),
+        "node" => ("bitcoind", None),
+        "gui" if use_multiprocess() => ("bitcoin-gui", None),
+        "gui" => ("bitcoin-qt", None),
+        "rpc" => ("bitcoin-cli", Some("-named")),
+        "wallet" => ("bitcoin-wallet", None),
+        "tx" => ("bitcoin-tx", None),
+        "util" => ("bitcoin-util", None),
+        _ => return None,
+    };
+    let program = locate_target(exe, wrapper_path, env_path)?;
+    let mut target_args: Vec<String> = prefix.map(str::to_string).into_iter().collect();
+    target_args.extend(rest);
+    Some((program, target_args))
+}
+
+/// The wrapper's `UseMultiprocess` without `-m`/`-M`: any `ipc*` option set.
+fn wrapper_wants_multiprocess(args: &[String], env: Option<&Env>) -> bool {
+    const IPC: [&str; 3] = ["ipcbind", "ipcconnect", "ipcfd"];
+    if let Some(r) = env.and_then(|env| resolve(Os::CURRENT, args, env).ok()) {
+        let settings = r.settings();
+        return IPC.iter().any(|n| settings.is_set(n, Some(&r.chain)));
+    }
+    let cmd = parse_command_line(args, Os::CURRENT);
+    IPC.iter().any(|n| cmd.entries.iter().any(|e| e.name == *n))
+}
+
+fn is_file(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(path: &Path) -> bool {
+    is_file(path)
+}
+
+/// The first `dir/name` along `env_path` that `accept`s.
+fn search_path(name: &Path, env_path: &OsStr, accept: fn(&Path) -> bool) -> Option<PathBuf> {
+    std::env::split_paths(env_path)
+        .map(|dir| dir.join(name))
+        .find(|c| accept(c))
+}
+
+/// The wrapper's `ExecCommand` lookup, with "exists" standing in for "execvp did not fail with
+/// ENOENT".
+fn locate_target(exe: &str, wrapper_path: &Path, env_path: Option<&OsStr>) -> Option<PathBuf> {
+    let exe_file = PathBuf::from(format!("{exe}{}", std::env::consts::EXE_SUFFIX));
+    let bare = wrapper_path
+        .parent()
+        .is_none_or(|p| p.as_os_str().is_empty());
+    // GetExePath: a bare argv0 was found along $PATH.
+    let mut wrapper = wrapper_path.to_path_buf();
+    if bare && let Some(found) = env_path.and_then(|p| search_path(wrapper_path, p, is_file)) {
+        wrapper = found;
+    }
+    // weakly_canonical: resolve symlinks (or at least make it absolute).
+    let real = fs::canonicalize(&wrapper)
+        .or_else(|_| std::path::absolute(&wrapper))
+        .unwrap_or(wrapper);
+    let dir = real.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name() == Some(OsStr::new("bin"))
+        && let Some(root) = dir.parent()
+    {
+        let candidate = root.join("libexec").join(&exe_file);
+        if is_file(&candidate) {
+            return Some(candidate);
+        }
+    }
+    if !dir.as_os_str().is_empty() {
+        if cfg!(windows) {
+            let candidate = dir.join("daemon").join(&exe_file);
+            if is_file(&candidate) {
+                return Some(candidate);
+            }
+        }
+        let candidate = dir.join(&exe_file);
+        if is_file(&candidate) {
+            return Some(candidate);
+        }
+    }
+    if !bare {
+        // Started by path: the wrapper does not search $PATH (it fails instead).
+        return None;
+    }
+    // execvp's own search; glibc's default when $PATH is unset.
+    let default_path = OsStr::new("/bin:/usr/bin");
+    search_path(&exe_file, env_path.unwrap_or(default_path), is_executable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("mpspy-btc-{}-{tag}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+
+        /// An environment whose home is `<tmp>/home` and whose cwd is `<tmp>`.
+        fn env(&self) -> Env {
+            Env {
+                home: Some(self.0.join("home")),
+                cwd: self.0.clone(),
+                local_app_data: None,
+                app_data: None,
+            }
+        }
+
+        /// The default datadir of [`Self::env`] (created).
+        fn datadir(&self) -> PathBuf {
+            let d = self.0.join("home/.bitcoin");
+            fs::create_dir_all(&d).unwrap();
+            d
+        }
+
+        fn write(&self, rel: &str, text: &str) -> PathBuf {
+            let p = self.0.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, text).unwrap();
+            p
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn node(a: &[&str], env: &Env) -> Plan {
+        plan_for(Os::Unix, "bitcoin-node", &args(a), env, false).unwrap()
+    }
+
+    fn bind_paths(p: &Plan) -> Vec<PathBuf> {
+        p.binds.iter().map(|b| b.path.clone()).collect()
+    }
+
+    fn err(program: &str, a: &[&str], env: &Env) -> BitcoinArgsError {
+        plan_for(Os::Unix, program, &args(a), env, false).unwrap_err()
+    }
+
+    #[test]
+    fn roles_by_file_name() {
+        assert_eq!(role("bitcoin-node"), Role::Node);
+        assert_eq!(role("/opt/bitcoin/libexec/bitcoin-node"), Role::Node);
+        assert_eq!(role("./Bitcoin-GUI.EXE"), Role::Node);
+        assert_eq!(role("bitcoind"), Role::Node);
+        assert_eq!(role("bitcoin-qt"), Role::Node);
+        assert_eq!(role("/usr/bin/bitcoin-cli"), Role::Cli);
+        assert_eq!(role("BITCOIN-CLI.exe"), Role::Cli);
+        assert_eq!(role("bitcoin-wallet"), Role::Other);
+        assert_eq!(role("bitcoin"), Role::Other);
+        assert_eq!(role("sv2-tp"), Role::Other);
+        assert_eq!(role("/bitcoin-node/x"), Role::Other);
+    }
+
+    #[test]
+    fn default_paths_per_chain() {
+        let t = TempDir::new("chains");
+        let env = t.env();
+        let d = t.datadir();
+        for (a, chain, sock) in [
+            (&[][..], "main", d.join("node.sock")),
+            (&["-testnet"][..], "test", d.join("testnet3/node.sock")),
+            (&["-testnet4"][..], "testnet4", d.join("testnet4/node.sock")),
+            (&["-signet"][..], "signet", d.join("signet/node.sock")),
+            (&["-regtest"][..], "regtest", d.join("regtest/node.sock")),
+            (&["-chain=main"][..], "main", d.join("node.sock")),
+            (&["-chain=test"][..], "test", d.join("testnet3/node.sock")),
+            (
+                &["-chain=testnet4"][..],
+                "testnet4",
+                d.join("testnet4/node.sock"),
+            ),
+            (&["-chain=signet"][..], "signet", d.join("signet/node.sock")),
+            (
+                &["--chain=regtest"][..],
+                "regtest",
+                d.join("regtest/node.sock"),
+            ),
+        ] {
+            let mut a = a.to_vec();
+            a.push("-ipcbind=unix");
+            let p = node(&a, &env);
+            assert_eq!(p.chain, chain, "{a:?}");
+            assert_eq!(bind_paths(&p), vec![sock.clone()], "{a:?}");
+            assert_eq!(p.network_datadir, sock.parent().unwrap(), "{a:?}");
+            assert_eq!(p.binds[0].arg_index, Some(a.len() - 1));
+            assert_eq!(p.binds[0].origin, BindOrigin::CommandLine);
+            assert_eq!(p.connect, None);
+        }
+    }
+
+    #[test]
+    fn default_datadir_per_os() {
+        let t = TempDir::new("os");
+        let mut env = t.env();
+        let home = env.home.clone().unwrap();
+        assert_eq!(default_datadir(Os::Unix, &env), home.join(".bitcoin"));
+        assert_eq!(
+            default_datadir(Os::Mac, &env),
+            home.join("Library/Application Support/Bitcoin")
+        );
+        env.home = None;
+        assert_eq!(default_datadir(Os::Unix, &env), PathBuf::from("/.bitcoin"));
+        env.home = Some(PathBuf::new());
+        assert_eq!(default_datadir(Os::Unix, &env), PathBuf::from("/.bitcoin"));
+
+        env.local_app_data = Some(t.path().join("Local"));
+        env.app_data = Some(t.path().join("Roaming"));
+        assert_eq!(
+            default_datadir(Os::Windows, &env),
+            t.path().join("Local/Bitcoin")
+        );
+        fs::create_dir_all(t.path().join("Roaming/Bitcoin")).unwrap();
+        assert_eq!(
+            default_datadir(Os::Windows, &env),
+            t.path().join("Roaming/Bitcoin")
+        );
+    }
+
+    #[test]
+    fn chain_conflicts() {
+        let t = TempDir::new("conflict");
+        let env = t.env();
+        for a in [
+            &["-regtest", "-testnet"][..],
+            &["-signet", "-testnet4"][..],
+            &["-chain=regtest", "-regtest"][..],
+            &["-chain=main", "-testnet"][..],
+        ] {
+            let e = err("bitcoin-node", a, &env);
+            assert!(matches!(e, BitcoinArgsError::ChainConflict), "{a:?}");
+            assert_eq!(
+                e.to_string(),
+                "Invalid combination of -regtest, -signet, -testnet, -testnet4 and -chain. Can use at most one."
+            );
+        }
+        // Negated or false flags do not count; the last occurrence wins.
+        assert_eq!(
+            node(&["-regtest", "-noregtest", "-testnet"], &env).chain,
+            "test"
+        );
+        assert_eq!(node(&["-regtest=0", "-signet"], &env).chain, "signet");
+        assert_eq!(
+            node(&["-testnet", "-testnet=0", "-chain=regtest"], &env).chain,
+            "regtest"
+        );
+        // A double negative is true.
+        assert_eq!(node(&["-noregtest=0"], &env).chain, "regtest");
+        // The last -chain wins.
+        assert_eq!(
+            node(&["-chain=signet", "-chain=regtest"], &env).chain,
+            "regtest"
+        );
+        let e = err("bitcoin-node", &["-chain=bogus"], &env);
+        assert!(matches!(&e, BitcoinArgsError::UnknownChain(c) if c == "bogus"));
+        assert!(e.to_string().contains("'bogus'"), "{e}");
+    }
+
+    #[test]
+    fn bind_addresses() {
+        let t = TempDir::new("addr");
+        let env = t.env();
+        let d = t.datadir();
+        let p = node(
+            &[
+                "-regtest",
+                "-ipcbind=unix:rel/x.sock",
+                "-ipcbind=unix:/abs/y.sock",
+                "-ipcbind=unix:",
+                "-ipcbind=unix:../up.sock",
+            ],
+            &env,
+        );
+        assert_eq!(
+            bind_paths(&p),
+            vec![
+                d.join("regtest/rel/x.sock"),
+                PathBuf::from("/abs/y.sock"),
+                d.join("regtest/node.sock"),
+                d.join("regtest/../up.sock"),
+            ]
+        );
+        let idx: Vec<_> = p.binds.iter().map(|b| b.arg_index).collect();
+        assert_eq!(idx, vec![Some(1), Some(2), Some(3), Some(4)]);
+
+        // bitcoin-gui listens on gui.sock.
+        let p = plan_for(
+            Os::Unix,
+            "/x/bitcoin-gui",
+            &args(&["-ipcbind=unix"]),
+            &env,
+            false,
+        )
+        .unwrap();
+        assert_eq!(bind_paths(&p), vec![d.join("gui.sock")]);
+
+        for (a, addr) in [
+            ("-ipcbind=tcp:1", "tcp:1"),
+            ("-ipcbind", ""),
+            ("-ipcbind=unixx", "unixx"),
+        ] {
+            let e = err("bitcoin-node", &[a], &env);
+            assert!(
+                matches!(&e, BitcoinArgsError::UnrecognizedAddress { option: "-ipcbind", address } if address == addr),
+                "{a}: {e:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("-ipcbind: Unrecognized address '{addr}'")
+            );
+        }
+
+        let long = format!("-ipcbind=unix:/{}", "x".repeat(120));
+        let e = err("bitcoin-node", &[&long], &env);
+        assert!(matches!(e, BitcoinArgsError::PathTooLong { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("exceeded maximum socket path length")
+        );
+    }
+
+    #[test]
+    fn repeated_and_negated_binds() {
+        let t = TempDir::new("neg");
+        let env = t.env();
+        let d = t.datadir();
+        let p = node(
+            &["-ipcbind=unix:a", "-ipcbind=unix:b", "-ipcbind=unix:a"],
+            &env,
+        );
+        assert_eq!(bind_paths(&p), vec![d.join("a"), d.join("b"), d.join("a")]);
+
+        // -noipcbind drops what came before it.
+        let p = node(&["-ipcbind=unix:a", "-noipcbind", "-ipcbind=unix:b"], &env);
+        assert_eq!(bind_paths(&p), vec![d.join("b")]);
+        assert_eq!(p.binds[0].arg_index, Some(2));
+
+        let a = args(&["-ipcbind=unix", "-noipcbind"]);
+        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
+        assert!(
+            p.binds.is_empty(),
+            "an explicit -noipcbind also stops the default bind"
+        );
+    }
+
+    #[test]
+    fn default_bind_only_when_asked_and_possible() {
+        let t = TempDir::new("dflt");
+        let env = t.env();
+        let d = t.datadir();
+        let a = args(&["-regtest"]);
+        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
+        assert_eq!(bind_paths(&p), vec![d.join("regtest/node.sock")]);
+        assert_eq!(p.binds[0].arg_index, None);
+        assert_eq!(p.binds[0].origin, BindOrigin::Added);
+
+        let p = plan_for(Os::Unix, "bitcoin-gui", &a, &env, true).unwrap();
+        assert_eq!(bind_paths(&p), vec![d.join("regtest/gui.sock")]);
+
+        assert!(node(&["-regtest"], &env).binds.is_empty());
+        for program in ["bitcoind", "bitcoin-qt", "bitcoin-cli", "bitcoin-wallet"] {
+            let p = plan_for(Os::Unix, program, &a, &env, true).unwrap();
+            assert!(p.binds.is_empty(), "{program}");
+        }
+        // bitcoind rejects -ipcbind itself: it is not planned (and left for it to refuse).
+        let p = plan_for(Os::Unix, "bitcoind", &args(&["-ipcbind=unix"]), &env, true).unwrap();
+        assert!(p.binds.is_empty());
+    }
+
+    #[test]
+    fn config_binds_sections_and_prefixes() {
+        let t = TempDir::new("conf");
+        let env = t.env();
+        let d = t.datadir();
+        let conf = t.write(
+            "home/.bitcoin/bitcoin.conf",
+            "# a comment\n\
+             regtest=1\n\
+             ipcbind=unix:top.sock   # trailing comment\n\
+             main.ipcbind=unix:main-only.sock\n\
+             test.ipcbind=unix:test-only.sock\n\
+             regtest.ipcbind=unix:prefixed.sock\n\
+             \n\
+             [regtest]\n\
+             ipcbind = unix:section.sock\n\
+             [main]\n\
+             ipcbind=unix:main-section.sock\n",
+        );
+        let p = node(&[], &env);
+        assert_eq!(p.chain, "regtest");
+        let r = d.join("regtest");
+        // The chain's section first (file order), then the top level.
+        assert_eq!(
+            bind_paths(&p),
+            vec![
+                r.join("prefixed.sock"),
+                r.join("section.sock"),
+                r.join("top.sock")
+            ]
+        );
+        assert!(p.binds.iter().all(|b| b.arg_index.is_none()));
+        assert_eq!(
+            p.binds[0].origin,
+            BindOrigin::ConfigFile {
+                file: conf.clone(),
+                line: 6
+            }
+        );
+        assert_eq!(
+            p.binds[2].origin,
+            BindOrigin::ConfigFile {
+                file: conf.clone(),
+                line: 3
+            }
+        );
+        assert!(p.has_config_binds());
+
+        // Config binds count as "given": no default bind on top.
+        let p = plan_for(Os::Unix, "bitcoin-node", &[], &env, true).unwrap();
+        assert_eq!(p.binds.len(), 3);
+
+        // The command line picks another chain: -regtest=0 is needed to leave regtest.
+        let e = err("bitcoin-node", &["-signet"], &env);
+        assert!(matches!(e, BitcoinArgsError::ChainConflict));
+        let p = node(&["-regtest=0", "-chain=main"], &env);
+        assert_eq!(p.chain, "main");
+        assert_eq!(
+            bind_paths(&p),
+            vec![
+                d.join("main-only.sock"),
+                d.join("main-section.sock"),
+                d.join("top.sock")
+            ]
+        );
+    }
+
+    #[test]
+    fn command_line_and_config_binds_combine_like_bitcoin() {
+        let t = TempDir::new("merge");
+        let env = t.env();
+        let d = t.datadir();
+        t.write("home/.bitcoin/bitcoin.conf", "ipcbind=unix:conf.sock\n");
+        // Bitcoin adds the config's values to the command line's.
+        let p = node(&["-ipcbind=unix:cmd.sock"], &env);
+        assert_eq!(
+            bind_paths(&p),
+            vec![d.join("cmd.sock"), d.join("conf.sock")]
+        );
+        assert_eq!(p.binds[0].origin, BindOrigin::CommandLine);
+        assert!(matches!(
+            p.binds[1].origin,
+            BindOrigin::ConfigFile { line: 1, .. }
+        ));
+        // A final -noipcbind discards the config's too.
+        assert!(node(&["-noipcbind"], &env).binds.is_empty());
+        // A negation followed by a value brings the config's back ("zombie" values).
+        let p = node(&["-ipcbind=unix:x", "-noipcbind", "-ipcbind=unix:y"], &env);
+        assert_eq!(bind_paths(&p), vec![d.join("y"), d.join("conf.sock")]);
+        // A negation inside the config file only affects the config's own values.
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            "ipcbind=unix:old.sock\nnoipcbind=1\nipcbind=unix:new.sock\n",
+        );
+        let p = node(&["-ipcbind=unix:cmd.sock"], &env);
+        assert_eq!(bind_paths(&p), vec![d.join("cmd.sock"), d.join("new.sock")]);
+    }
+
+    #[test]
+    fn command_line_overrides_config_for_single_values() {
+        let t = TempDir::new("override");
+        let env = t.env();
+        let d = t.datadir();
+        let other = t.path().join("other");
+        fs::create_dir_all(&other).unwrap();
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            &format!("chain=regtest\ndatadir={}\n", other.display()),
+        );
+        // From the config: chain and datadir.
+        let p = node(&["-ipcbind=unix"], &env);
+        assert_eq!(p.chain, "regtest");
+        assert_eq!(bind_paths(&p), vec![other.join("regtest/node.sock")]);
+        // The command line wins.
+        let p = node(&["-chain=signet", "-ipcbind=unix"], &env);
+        assert_eq!(p.chain, "signet");
+        assert_eq!(p.network_datadir, other.join("signet"));
+        // -datadir on the command line also decides where bitcoin.conf is (none there).
+        let plain = t.path().join("plain");
+        fs::create_dir_all(&plain).unwrap();
+        let p = node(
+            &[&format!("-datadir={}", plain.display()), "-ipcbind=unix"],
+            &env,
+        );
+        assert_eq!(p.chain, "main");
+        assert_eq!(bind_paths(&p), vec![plain.join("node.sock")]);
+        // -noconf: no config at all.
+        let p = node(&["-noconf"], &env);
+        assert_eq!((p.chain.as_str(), p.network_datadir), ("main", d));
+    }
+
+    #[test]
+    fn conf_location_and_errors() {
+        let t = TempDir::new("confloc");
+        let env = t.env();
+        let dd = t.path().join("dd");
+        fs::create_dir_all(&dd).unwrap();
+        // -conf is relative to the datadir, not the network datadir.
+        t.write("dd/my.conf", "[regtest]\nipcbind=unix:from-my.sock\n");
+        let datadir_arg = format!("-datadir={}", dd.display());
+        let p = node(&[&datadir_arg, "-regtest", "-conf=my.conf"], &env);
+        assert_eq!(bind_paths(&p), vec![dd.join("regtest/from-my.sock")]);
+        // An absolute -conf.
+        let abs = t.write("elsewhere/x.conf", "regtest=1\nipcbind=unix\n");
+        let p = node(&[&format!("-conf={}", abs.display())], &env);
+        assert_eq!(bind_paths(&p), vec![t.datadir().join("regtest/node.sock")]);
+
+        // A missing explicit -conf is an error; a missing default one is fine.
+        let e = err("bitcoin-node", &[&datadir_arg, "-conf=missing.conf"], &env);
+        assert!(
+            matches!(&e, BitcoinArgsError::ConfRead { path, .. } if *path == dd.join("missing.conf")),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "-conf: cannot read {}: ",
+                dd.join("missing.conf").display()
+            )),
+            "{msg}"
+        );
+        assert!(node(&[&datadir_arg], &env).binds.is_empty());
+
+        let e = err("bitcoin-node", &[&format!("-conf={}", dd.display())], &env);
+        assert!(matches!(e, BitcoinArgsError::ConfIsDirectory(_)), "{e:?}");
+
+        // Malformed config files are refused, as Bitcoin refuses them.
+        t.write("dd/bad1.conf", "regtest=1\n-ipcbind=unix\n");
+        let e = err("bitcoin-node", &[&datadir_arg, "-conf=bad1.conf"], &env);
+        assert!(e.to_string().contains("parse error on line 2"), "{e}");
+        t.write("dd/bad2.conf", "noregtest\n");
+        let e = err("bitcoin-node", &[&datadir_arg, "-conf=bad2.conf"], &env);
+        assert!(e.to_string().contains("use noregtest=1 instead"), "{e}");
+        t.write("dd/bad3.conf", "conf=other.conf\n");
+        let e = err("bitcoin-node", &[&datadir_arg, "-conf=bad3.conf"], &env);
+        assert!(
+            e.to_string()
+                .contains("conf cannot be set in the configuration file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn datadir_must_exist_and_is_made_absolute() {
+        let t = TempDir::new("datadir");
+        let env = t.env();
+        let e = err("bitcoin-node", &["-datadir=/nonexistent/mpspy-test"], &env);
+        assert!(matches!(e, BitcoinArgsError::DatadirMissing(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "-datadir: directory /nonexistent/mpspy-test does not exist"
+        );
+        let e = err("bitcoin-cli", &["-datadir=rel-missing"], &env);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "-datadir: directory {} does not exist",
+                t.path().join("rel-missing").display()
+            )
+        );
+
+        fs::create_dir_all(t.path().join("rel")).unwrap();
+        let p = node(&["-datadir=rel/", "-regtest", "-ipcbind=unix"], &env);
+        assert_eq!(p.network_datadir, t.path().join("rel/regtest"));
+        assert_eq!(bind_paths(&p), vec![t.path().join("rel/regtest/node.sock")]);
+        // An empty -datadir is the default.
+        let p = node(&["-datadir="], &env);
+        assert_eq!(p.network_datadir, t.path().join("home/.bitcoin"));
+        // A datadir from the config must exist too.
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            "datadir=/nonexistent/mpspy-conf\n",
+        );
+        let e = err("bitcoin-node", &[], &env);
+        assert!(matches!(e, BitcoinArgsError::DatadirMissing(_)), "{e:?}");
+    }
+
+    fn cli(a: &[&str], env: &Env) -> Plan {
+        plan_for(Os::Unix, "bitcoin-cli", &args(a), env, true).unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn cli_auto_connects_only_to_an_existing_socket() {
+        let t = TempDir::new("cliauto");
+        let env = t.env();
+        let d = t.datadir();
+        let p = cli(&["-regtest", "getblockcount"], &env);
+        assert_eq!(p.connect, None);
+        assert!(p.binds.is_empty());
+        // A plain file is not a socket.
+        t.write("home/.bitcoin/regtest/node.sock", "");
+        assert_eq!(cli(&["-regtest", "getblockcount"], &env).connect, None);
+        fs::remove_file(d.join("regtest/node.sock")).unwrap();
+
+        let sock = d.join("regtest/node.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert_eq!(
+            cli(&["-regtest", "getblockcount"], &env).connect,
+            Some(sock.clone())
+        );
+        assert_eq!(
+            cli(&["-regtest", "-ipcconnect=auto", "getblockcount"], &env).connect,
+            Some(sock.clone())
+        );
+        // Not for another chain, and not when IPC is off or -rpcconnect is given.
+        assert_eq!(cli(&["getblockcount"], &env).connect, None);
+        assert_eq!(
+            cli(&["-regtest", "-noipcconnect", "getblockcount"], &env).connect,
+            None
+        );
+        assert_eq!(
+            cli(&["-regtest", "-ipcconnect=0", "getblockcount"], &env).connect,
+            None
+        );
+        assert_eq!(
+            cli(&["-regtest", "-ipcconnect", "getblockcount"], &env).connect,
+            None
+        );
+        assert_eq!(
+            cli(
+                &["-regtest", "-rpcconnect=127.0.0.1", "getblockcount"],
+                &env
+            )
+            .connect,
+            None
+        );
+        assert_eq!(
+            cli(
+                &[
+                    "-regtest",
+                    "-rpcconnect=1",
+                    "-norpcconnect",
+                    "getblockcount"
+                ],
+                &env
+            )
+            .connect,
+            Some(sock.clone())
+        );
+    }
+
+    #[test]
+    fn cli_explicit_connect() {
+        let t = TempDir::new("cliexp");
+        let env = t.env();
+        let d = t.datadir();
+        // unix: the default path even if nothing is there (the cli would fail, not fall back).
+        assert_eq!(
+            cli(&["-ipcconnect=unix", "getblockcount"], &env).connect,
+            Some(d.join("node.sock"))
+        );
+        assert_eq!(
+            cli(
+                &["-regtest", "-ipcconnect=unix:rel.sock", "getblockcount"],
+                &env
+            )
+            .connect,
+            Some(d.join("regtest/rel.sock"))
+        );
+        assert_eq!(
+            cli(&["-ipcconnect=unix:/abs/n.sock", "getblockcount"], &env).connect,
+            Some(PathBuf::from("/abs/n.sock"))
+        );
+        // The last one wins; a negation turns IPC off.
+        assert_eq!(
+            cli(&["-ipcconnect=unix:a", "-ipcconnect=unix:b", "x"], &env).connect,
+            Some(d.join("b"))
+        );
+        assert_eq!(
+            cli(&["-ipcconnect=unix:a", "-noipcconnect", "x"], &env).connect,
+            None
+        );
+        let e = err("bitcoin-cli", &["-ipcconnect=tcp:1"], &env);
+        assert_eq!(e.to_string(), "-ipcconnect: Unrecognized address 'tcp:1'");
+
+        // From the config: the chain's section, first value wins inside the file.
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            "[regtest]\nipcconnect=unix:first.sock\nipcconnect=unix:second.sock\n",
+        );
+        assert_eq!(
+            cli(&["-regtest", "x"], &env).connect,
+            Some(d.join("regtest/first.sock"))
+        );
+        assert_eq!(
+            cli(&["-regtest", "-ipcconnect=unix:cmd.sock", "x"], &env).connect,
+            Some(d.join("regtest/cmd.sock"))
+        );
+    }
+
+    #[test]
+    fn cli_positional_arguments_end_options() {
+        let t = TempDir::new("clipos");
+        let env = t.env();
+        let p = cli(
+            &["-regtest", "getblockcount", "-ipcconnect=unix", "-testnet"],
+            &env,
+        );
+        assert_eq!(p.chain, "regtest");
+        assert_eq!(p.connect, None);
+        let p = cli(&["-named", "echo", "-regtest"], &env);
+        assert_eq!(p.chain, "main");
+        let cmd = parse_command_line(&args(&["-a", "-", "-b"]), Os::Unix);
+        assert_eq!((cmd.entries.len(), cmd.end), (1, 1));
+    }
+
+    #[test]
+    fn option_syntax() {
+        let cmd = parse_command_line(
+            &args(&[
+                "--regtest",
+                "-noipcbind",
+                "-nofoo=0",
+                "-x=a=b",
+                "-bar",
+                "-a.b=1",
+                "pos",
+                "-late",
+            ]),
+            Os::Unix,
+        );
+        let got: Vec<_> = cmd
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.clone(), e.index))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("regtest", Value::Str(String::new()), 0),
+                ("ipcbind", Value::False, 1),
+                ("foo", Value::True, 2),
+                ("x", Value::Str("a=b".into()), 3),
+                ("bar", Value::Str(String::new()), 4),
+            ]
+        );
+        assert_eq!(cmd.end, 6);
+        // Windows spellings; macOS's process serial number is skipped.
+        let cmd = parse_command_line(&args(&["/RegTest", "-psn_0_123"]), Os::Windows);
+        assert_eq!(cmd.entries[0].name, "regtest");
+        let cmd = parse_command_line(&args(&["-psn_0_123", "-regtest"]), Os::Mac);
+        assert_eq!(cmd.entries.len(), 1);
+        for (s, b) in [
+            ("", true),
+            ("1", true),
+            ("0", false),
+            ("abc", false),
+            ("2x", true),
+            ("-1", true),
+            (" 0 ", false),
+            ("+-1", false),
+            ("00", false),
+        ] {
+            assert_eq!(interpret_bool(s), b, "{s:?}");
+        }
+    }
+
+    /// Re-plans the rewritten arguments: the program must end up with exactly the private binds.
+    fn replanned(a: &[String], env: &Env) -> Vec<PathBuf> {
+        bind_paths(&plan_for(Os::Unix, "bitcoin-node", a, env, false).unwrap())
+    }
+
+    #[test]
+    fn rewrite_command_line_and_added_binds() {
+        let t = TempDir::new("rw");
+        let env = t.env();
+        t.datadir();
+        let priv_a = t.path().join("priv/a.sock");
+        let priv_b = t.path().join("priv/b.sock");
+
+        let a = args(&[
+            "-regtest",
+            "-ipcbind=unix",
+            "-debug=ipc",
+            "--ipcbind=unix:x",
+        ]);
+        let p = node(
+            &[
+                "-regtest",
+                "-ipcbind=unix",
+                "-debug=ipc",
+                "--ipcbind=unix:x",
+            ],
+            &env,
+        );
+        let out = rewrite(&a, &p, &[priv_a.clone(), priv_b.clone()], None);
+        assert_eq!(
+            out,
+            args(&[
+                "-regtest",
+                &format!("-ipcbind=unix:{}", priv_a.display()),
+                "-debug=ipc",
+                &format!("-ipcbind=unix:{}", priv_b.display()),
+            ])
+        );
+        assert_eq!(replanned(&out, &env), vec![priv_a.clone(), priv_b.clone()]);
+
+        // Cleared values stay cleared.
+        let a = args(&["-ipcbind=unix:old", "-noipcbind", "-ipcbind=unix"]);
+        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, false).unwrap();
+        let out = rewrite(&a, &p, std::slice::from_ref(&priv_a), None);
+        assert_eq!(out[0], "-ipcbind=unix:old");
+        assert_eq!(out[2], format!("-ipcbind=unix:{}", priv_a.display()));
+        assert_eq!(replanned(&out, &env), vec![priv_a.clone()]);
+
+        // The added default bind goes after the options (before any positional argument).
+        let a = args(&["-regtest", "-printtoconsole", "stray"]);
+        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
+        assert_eq!(p.binds[0].origin, BindOrigin::Added);
+        let out = rewrite(&a, &p, std::slice::from_ref(&priv_a), None);
+        assert_eq!(
+            out,
+            args(&[
+                "-regtest",
+                "-printtoconsole",
+                &format!("-ipcbind=unix:{}", priv_a.display()),
+                "stray"
+            ])
+        );
+        assert_eq!(replanned(&out, &env), vec![priv_a.clone()]);
+
+        // No binds, no connect: unchanged.
+        let a = args(&["-regtest"]);
+        let p = node(&["-regtest"], &env);
+        assert_eq!(rewrite(&a, &p, &[], None), a);
+    }
+
+    #[test]
+    fn rewrite_config_binds_with_a_filtered_config() {
+        let t = TempDir::new("rwconf");
+        let env = t.env();
+        let d = t.datadir();
+        let conf = t.write(
+            "home/.bitcoin/bitcoin.conf",
+            "regtest=1\nipcbind=unix:top.sock\n[regtest]\nipcbind=unix:sec.sock\ndebug=ipc\n",
+        );
+        let a = args(&["-ipcbind=unix:cmd.sock", "-printtoconsole"]);
+        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
+        let r = d.join("regtest");
+        assert_eq!(
+            bind_paths(&p),
+            vec![r.join("cmd.sock"), r.join("sec.sock"), r.join("top.sock")]
+        );
+        assert!(p.has_config_binds());
+
+        // Without a filtered config the config's binds would still be bound: rewrite alone
+        // cannot prevent it.
+        let privs: Vec<PathBuf> = (0..p.binds.len())
+            .map(|i| t.path().join(format!("priv/{i}.sock")))
+            .collect();
+        let out = rewrite(&a, &p, &privs, None);
+        let again = replanned(&out, &env);
+        assert!(again.len() > privs.len());
+
+        // With it, exactly the private paths.
+        let filtered = filtered_config(&p).unwrap().unwrap();
+        assert!(
+            filtered
+                .contains("# disabled by mpspy (it listens here instead): ipcbind=unix:top.sock\n")
+        );
+        assert!(filtered.contains("debug=ipc"));
+        assert_eq!(
+            filtered.lines().count(),
+            fs::read_to_string(&conf).unwrap().lines().count()
+        );
+        let private_conf = t.write("priv/bitcoin.conf", &filtered);
+        let out = rewrite_with_config(&a, &p, &privs, None, Some(&private_conf));
+        assert_eq!(out[0], format!("-ipcbind=unix:{}", privs[0].display()));
+        assert_eq!(out[1], "-printtoconsole");
+        assert_eq!(out[2], format!("-conf={}", private_conf.display()));
+        assert_eq!(out[3], "-allowignoredconf=1");
+        let again = plan_for(Os::Unix, "bitcoin-node", &out, &env, true).unwrap();
+        assert_eq!(bind_paths(&again), privs);
+        assert!(!again.has_config_binds());
+        assert_eq!(
+            again.chain, "regtest",
+            "the rest of the config still applies"
+        );
+
+        // Plans without config binds need no filtered config.
+        let p = node(&["-noipcbind"], &env);
+        assert_eq!(filtered_config(&p).unwrap(), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn rewrite_cli_connect() {
+        let t = TempDir::new("rwcli");
+        let env = t.env();
+        let d = t.datadir();
+        let private = t.path().join("priv/connect.sock");
+        let want = format!("-ipcconnect=unix:{}", private.display());
+
+        // Default auto with a live socket: the option goes before the command.
+        fs::create_dir_all(d.join("regtest")).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(d.join("regtest/node.sock")).unwrap();
+        let a = args(&["-regtest", "getblockcount", "-x"]);
+        let p = cli(&["-regtest", "getblockcount", "-x"], &env);
+        let out = rewrite(&a, &p, &[], Some(&private));
+        assert_eq!(out, args(&["-regtest", &want, "getblockcount", "-x"]));
+        assert_eq!(
+            cli(&out.iter().map(String::as_str).collect::<Vec<_>>(), &env).connect,
+            Some(private.clone())
+        );
+
+        // An explicit value is replaced in place (the last one, which is in force).
+        let a = args(&[
+            "-ipcconnect=unix:a",
+            "-regtest",
+            "-ipcconnect=unix",
+            "echo",
+            "hi",
+        ]);
+        let p = cli(
+            &[
+                "-ipcconnect=unix:a",
+                "-regtest",
+                "-ipcconnect=unix",
+                "echo",
+                "hi",
+            ],
+            &env,
+        );
+        let out = rewrite(&a, &p, &[], Some(&private));
+        assert_eq!(
+            out,
+            args(&["-ipcconnect=unix:a", "-regtest", &want, "echo", "hi"])
+        );
+
+        // -noipcconnect: nothing to interpose, nothing changes.
+        let a = args(&["-regtest", "-noipcconnect", "echo"]);
+        let p = cli(&["-regtest", "-noipcconnect", "echo"], &env);
+        assert_eq!(p.connect, None);
+        assert_eq!(rewrite(&a, &p, &[], Some(&private)), a);
+    }
+
+    /// A fake install: `<root>/bin/bitcoin`, `<root>/bin/bitcoind`, `<root>/libexec/bitcoin-node`.
+    fn fake_tree(t: &TempDir) -> PathBuf {
+        let root = fs::canonicalize(t.path()).unwrap();
+        for f in [
+            "bin/bitcoin",
+            "bin/bitcoind",
+            "bin/bitcoin-cli",
+            "bin/bitcoin-qt",
+            "bin/bitcoin-wallet",
+            "bin/bitcoin-tx",
+            "bin/bitcoin-util",
+            "libexec/bitcoin-node",
+            "libexec/bitcoin-gui",
+        ] {
+            t.write(f, "#!/bin/sh\n");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(root.join(f), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        root
+    }
+
+    #[test]
+    fn wrapper_command_mapping_and_lookup() {
+        let t = TempDir::new("wrap");
+        let root = fake_tree(&t);
+        let wrapper = root.join("bin/bitcoin");
+        let w = |a: &[&str]| wrapper_target(&args(a), &wrapper, None);
+
+        assert_eq!(
+            w(&["node", "-regtest", "-ipcbind=unix"]),
+            Some((
+                root.join("libexec/bitcoin-node"),
+                args(&["-regtest", "-ipcbind=unix"])
+            ))
+        );
+        assert_eq!(
+            w(&["node", "-ipcconnect=unix"]).unwrap().0,
+            root.join("libexec/bitcoin-node")
+        );
+        assert_eq!(
+            w(&["node", "-noipcbind"]).unwrap().0,
+            root.join("libexec/bitcoin-node")
+        );
+        assert_eq!(
+            w(&["-m", "node"]),
+            Some((root.join("libexec/bitcoin-node"), vec![]))
+        );
+        assert_eq!(
+            w(&["--multiprocess", "node"]).unwrap().0,
+            root.join("libexec/bitcoin-node")
+        );
+        // Monolithic: bitcoind is not in libexec/, so the one next to the wrapper.
+        assert_eq!(
+            w(&["node", "-regtest"]),
+            Some((root.join("bin/bitcoind"), args(&["-regtest"])))
+        );
+        assert_eq!(
+            w(&["-M", "node", "-ipcbind=unix"]).unwrap().0,
+            root.join("bin/bitcoind")
+        );
+        // -ipcbind after a positional argument is not an option.
+        assert_eq!(
+            w(&["node", "x", "-ipcbind=unix"]).unwrap().0,
+            root.join("bin/bitcoind")
+        );
+        assert_eq!(w(&["gui"]).unwrap().0, root.join("bin/bitcoin-qt"));
+        assert_eq!(
+            w(&["-m", "gui"]).unwrap().0,
+            root.join("libexec/bitcoin-gui")
+        );
+        assert_eq!(
+            w(&["rpc", "-regtest", "getblockcount"]),
+            Some((
+                root.join("bin/bitcoin-cli"),
+                args(&["-named", "-regtest", "getblockcount"])
+            ))
+        );
+        assert_eq!(
+            w(&["wallet", "info"]).unwrap().0,
+            root.join("bin/bitcoin-wallet")
+        );
+        assert_eq!(
+            w(&["tx", "-create"]).unwrap().0,
+            root.join("bin/bitcoin-tx")
+        );
+        assert_eq!(
+            w(&["util", "grind"]).unwrap().0,
+            root.join("bin/bitcoin-util")
+        );
+        // Options after the command belong to the target.
+        assert_eq!(w(&["rpc", "-h"]).unwrap().1, args(&["-named", "-h"]));
+        assert_eq!(w(&["", "tx"]).unwrap().0, root.join("bin/bitcoin-tx"));
+
+        for a in [
+            &[][..],
+            &["-v", "node"],
+            &["--help"],
+            &["help"],
+            &["-x", "node"],
+            &["bench"],
+            &["chainstate"],
+            &["test"],
+            &["frobnicate"],
+        ] {
+            assert_eq!(w(a), None, "{a:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn wrapper_lookup_order() {
+        let t = TempDir::new("wrapdir");
+        let root = fake_tree(&t);
+        // Through a symlink in a directory not named bin: the real directory counts.
+        fs::create_dir_all(root.join("links")).unwrap();
+        std::os::unix::fs::symlink(root.join("bin/bitcoin"), root.join("links/bitcoin")).unwrap();
+        let target = wrapper_target(&args(&["-m", "node"]), &root.join("links/bitcoin"), None);
+        assert_eq!(target.unwrap().0, root.join("libexec/bitcoin-node"));
+
+        // A build directory: next to the wrapper.
+        t.write("build/bitcoin", "");
+        t.write("build/bitcoin-node", "");
+        let target = wrapper_target(&args(&["-m", "node"]), &root.join("build/bitcoin"), None);
+        assert_eq!(target.unwrap().0, root.join("build/bitcoin-node"));
+
+        // Started by path and not found there: no $PATH search.
+        let path = root.join("libexec").into_os_string();
+        assert_eq!(
+            wrapper_target(&args(&["wallet"]), &root.join("build/bitcoin"), Some(&path)),
+            None
+        );
+
+        // Started by a bare name: the wrapper itself is found along $PATH ...
+        let path = std::env::join_paths([root.join("nothing"), root.join("bin")]).unwrap();
+        let target = wrapper_target(&args(&["-m", "node"]), Path::new("bitcoin"), Some(&path));
+        assert_eq!(target.unwrap().0, root.join("libexec/bitcoin-node"));
+        // ... and targets not beside it are searched for along $PATH (executables only).
+        let tools = root.join("tools");
+        t.write("tools/bitcoin-util", "");
+        t.write("tools2/bitcoin-util", "");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(
+                root.join("tools2/bitcoin-util"),
+                fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
+        fs::remove_file(root.join("bin/bitcoin-util")).unwrap();
+        let path = std::env::join_paths([root.join("bin"), tools, root.join("tools2")]).unwrap();
+        let target = wrapper_target(&args(&["util"]), Path::new("bitcoin"), Some(&path));
+        assert_eq!(target.unwrap().0, root.join("tools2/bitcoin-util"));
+    }
+
+    #[test]
+    fn wrapper_reads_the_config_when_given_the_environment() {
+        let t = TempDir::new("wrapconf");
+        let root = fake_tree(&t);
+        let env = t.env();
+        t.datadir();
+        t.write("home/.bitcoin/bitcoin.conf", "[regtest]\nipcbind=unix\n");
+        let wrapper = root.join("bin/bitcoin");
+        let w = |a: &[&str]| {
+            wrapper_target_with_env(&args(a), &wrapper, None, &env)
+                .unwrap()
+                .0
+        };
+        assert_eq!(w(&["node", "-regtest"]), root.join("libexec/bitcoin-node"));
+        assert_eq!(
+            w(&["node"]),
+            root.join("bin/bitcoind"),
+            "the [regtest] section only counts on regtest"
+        );
+        assert_eq!(w(&["-M", "node", "-regtest"]), root.join("bin/bitcoind"));
+        // Without the environment only the arguments count.
+        let target = wrapper_target(&args(&["node", "-regtest"]), &wrapper, None);
+        assert_eq!(target.unwrap().0, root.join("bin/bitcoind"));
+    }
+}
+
+#[cfg(test)]
+mod other_programs {
+    use super::*;
+
+    fn env() -> Env {
+        Env {
+            home: Some(std::env::temp_dir().join("mpspy-other-home-does-not-exist")),
+            cwd: std::env::temp_dir(),
+            local_app_data: None,
+            app_data: None,
+        }
+    }
+
+    #[test]
+    fn programs_on_bitcoins_option_parser_are_interposed_by_their_own_arguments() {
+        let args: Vec<String> = vec![
+            "-ipcconnect=unix:/tmp/x/node.sock".into(),
+            "-loglevel=trace".into(),
+        ];
+        let p = plan("sv2-tp", &args, &env(), true).unwrap();
+        assert_eq!(p.connect.as_deref(), Some(Path::new("/tmp/x/node.sock")));
+        assert!(
+            p.binds.is_empty(),
+            "never a default bind for other programs"
+        );
+
+        let args: Vec<String> = vec!["-ipcbind=unix:/tmp/y/peer.sock".into()];
+        let p = plan("mpspy-testpeer", &args, &env(), true).unwrap();
+        assert_eq!(p.binds.len(), 1);
+        assert_eq!(p.binds[0].path, Path::new("/tmp/y/peer.sock"));
+        assert!(p.connect.is_none(), "no implicit -ipcconnect=auto");
+        let out = rewrite(&args, &p, &[PathBuf::from("/private/b.sock")], None);
+        assert_eq!(out, ["-ipcbind=unix:/private/b.sock"]);
+
+        // Nothing asked for: nothing to interpose.
+        let p = plan("some-tool", &["-foo".to_string()], &env(), true).unwrap();
+        assert!(p.binds.is_empty() && p.connect.is_none());
+    }
+}

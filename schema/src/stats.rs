@@ -1,0 +1,151 @@
+//! Per-method latency statistics folded from events: a pure function of the event stream, so
+//! the exit summary, `mpspy stats` and the TUI agree.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+
+use crate::Event;
+use crate::event::{EventKind, qualified};
+
+/// Methods that block until something happens; their latency is waiting, not work, so they are
+/// reported apart.
+pub const LONG_POLL: [&str; 3] = [
+    "Mining.waitTipChanged",
+    "BlockTemplate.waitNext",
+    "Mining.createNewBlock",
+];
+
+/// Statistics of one method.
+#[derive(Debug, Clone)]
+pub struct MethodStats {
+    /// Returns seen (any outcome).
+    pub count: u64,
+    /// Returns with an exception.
+    pub errors: u64,
+    /// Calls canceled (Finish before Return, or a `canceled` return).
+    pub cancels: u64,
+    /// Calls without a return when their connection closed.
+    pub unanswered: u64,
+    /// Latencies in nanoseconds (of returns that carried one).
+    pub latency: Histogram<u64>,
+}
+
+impl Default for MethodStats {
+    fn default() -> Self {
+        MethodStats {
+            count: 0,
+            errors: 0,
+            cancels: 0,
+            unanswered: 0,
+            // 3 significant digits from 1 ns to an hour: enough for IPC round trips and long polls.
+            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+        }
+    }
+}
+
+/// Statistics by `Interface.method`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// By method name.
+    pub methods: BTreeMap<String, MethodStats>,
+}
+
+impl Stats {
+    /// Folds one event in.
+    pub fn fold(&mut self, e: &Event) {
+        match &e.kind {
+            EventKind::Return(r) => {
+                let m = self
+                    .methods
+                    .entry(qualified(&r.interface, &r.method))
+                    .or_default();
+                m.count += 1;
+                match r.outcome.as_str() {
+                    "exception" => m.errors += 1,
+                    "canceled" => m.cancels += 1,
+                    _ => {}
+                }
+                if let Some(l) = r.latency_ns {
+                    let _ = m.latency.record(l.max(1));
+                }
+            }
+            EventKind::Finish {
+                cancel: true,
+                method: Some(method),
+                ..
+            } => {
+                self.methods.entry(method.clone()).or_default().cancels += 1;
+            }
+            EventKind::ConnClosed { pending_calls, .. } => {
+                for p in pending_calls {
+                    self.methods.entry(p.method.clone()).or_default().unanswered += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A table: one row per method, long-poll methods in a section of their own.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let header = format!(
+            "{:<40} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}\n",
+            "method", "count", "errors", "cancel", "p50", "p90", "p99", "max"
+        );
+        for long_poll in [false, true] {
+            let rows: Vec<(&String, &MethodStats)> = self
+                .methods
+                .iter()
+                .filter(|(name, _)| LONG_POLL.contains(&name.as_str()) == long_poll)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            if long_poll {
+                out.push_str("long-poll methods (latency is mostly waiting):\n");
+            }
+            out.push_str(&header);
+            for (name, m) in rows {
+                let q = |p: f64| {
+                    if m.latency.is_empty() {
+                        "-".to_string()
+                    } else {
+                        format_ns(m.latency.value_at_quantile(p))
+                    }
+                };
+                let max = if m.latency.is_empty() {
+                    "-".to_string()
+                } else {
+                    format_ns(m.latency.max())
+                };
+                let mut cancel = m.cancels.to_string();
+                if m.unanswered > 0 {
+                    cancel = format!("{cancel}+{}?", m.unanswered);
+                }
+                out.push_str(&format!(
+                    "{:<40} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}\n",
+                    name,
+                    m.count,
+                    m.errors,
+                    cancel,
+                    q(0.5),
+                    q(0.9),
+                    q(0.99),
+                    max
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A duration in the unit that keeps 3–4 significant digits.
+pub fn format_ns(ns: u64) -> String {
+    match ns {
+        n if n < 10_000 => format!("{n}ns"),
+        n if n < 10_000_000 => format!("{:.1}µs", n as f64 / 1e3),
+        n if n < 10_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
+        n => format!("{:.2}s", n as f64 / 1e9),
+    }
+}

@@ -1,0 +1,136 @@
+//! mpspy-testpeer: a stand-in for Bitcoin Core master's `bitcoin-node` on the
+//! IPC wire, so mpspy can be tested without Bitcoin Core.
+//!
+//! It speaks Cap'n Proto two-party RPC with the master schemas and follows the
+//! libmultiprocess conventions (construct/ThreadMap/makeThread, Context on
+//! every worker call, destroy), in four roles:
+//!
+//! ```text
+//! mpspy-testpeer -ipcbind=unix[:PATH]… [-datadir=DIR] [-regtest|-chain=NAME|…]   listen (server)
+//! mpspy-testpeer -ipcfd N                                                        serve an inherited socket
+//! mpspy-testpeer -spawn NAME [--echo TEXT]…                                      spawn NAME -ipcfd N, be its client
+//! mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
+//! ```
+//!
+//! Nested spawns: a `-ipcfd` child whose environment has
+//! `MPSPY_TESTPEER_SPAWN=NAME[,NAME…]` spawns the first NAME itself (passing
+//! the rest on in the same variable) and runs the client session against it
+//! while it serves its own parent. See [`spawn`].
+
+mod blocks;
+mod client;
+#[cfg(unix)]
+mod listen;
+mod net;
+mod schema;
+mod server;
+#[cfg(unix)]
+mod spawn;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+
+/// The executable name used in thread names and log lines, like Bitcoin's
+/// `bitcoin-node`.
+pub(crate) const EXE_NAME: &str = "mpspy-testpeer";
+
+const USAGE: &str = "\
+usage:
+  mpspy-testpeer -ipcbind=unix[:PATH] [-ipcbind=…] [-datadir=DIR] [-regtest|-testnet|-testnet4|-signet|-chain=NAME]
+      listen like bitcoin-node; the bootstrap capability is Init
+  mpspy-testpeer -ipcfd N
+      serve Init on inherited socket fd N; exit when it closes
+      (with MPSPY_TESTPEER_SPAWN=NAME[,NAME…] also spawn NAME and be its client)
+  mpspy-testpeer -spawn NAME [--echo TEXT]… [--count N]
+      spawn <dir of argv0>/NAME -ipcfd N over a socketpair and be its client
+  mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
+      connect like a libmultiprocess C++ client";
+
+/// Runs the peer with a full argv (`args[0]` is the program name); what the `mpspy-testpeer`
+/// binary and mpspy's built-in demo both call.
+pub fn main_with(args: &[OsString]) -> ExitCode {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[OsString]) -> Result<ExitCode> {
+    // Bitcoin treats a process as spawned only if argc == 3 and argv[1] is
+    // exactly "-ipcfd"; `-ipcfd` anywhere else is a command-line error.
+    if args.len() == 3 && args[1] == "-ipcfd" {
+        let fd = args[2].to_string_lossy();
+        return serve_fd(&fd);
+    }
+    let rest: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| {
+            a.to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("argument is not valid UTF-8: {a:?}"))
+        })
+        .collect::<Result<_>>()?;
+    match rest.first().map(String::as_str) {
+        None | Some("-h" | "-help" | "--help" | "-?") => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("client") => {
+            let opts = client::Options::parse(&rest[1..])?;
+            block_on(client::run_client(opts))
+        }
+        Some("-spawn" | "--spawn") => spawn_parent(&rest[1..]),
+        Some(_) => listen_node(&rest),
+    }
+}
+
+/// Runs `fut` on a current-thread runtime inside a `LocalSet`: capnp-rpc's
+/// objects are `!Send`, and a single loop thread is what libmultiprocess uses
+/// for its I/O too.
+pub(crate) fn block_on<F: Future<Output = Result<ExitCode>>>(fut: F) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio::task::LocalSet::new().block_on(&rt, fut)
+}
+
+#[cfg(unix)]
+fn serve_fd(fd: &str) -> Result<ExitCode> {
+    block_on(spawn::serve_inherited(fd))
+}
+
+#[cfg(unix)]
+fn spawn_parent(args: &[String]) -> Result<ExitCode> {
+    let Some((name, rest)) = args.split_first() else {
+        bail!("-spawn needs an executable name\n{USAGE}");
+    };
+    let opts = client::SessionOptions::parse(rest)?;
+    block_on(spawn::run_parent(name.clone(), opts))
+}
+
+#[cfg(unix)]
+fn listen_node(args: &[String]) -> Result<ExitCode> {
+    let opts = listen::NodeOptions::parse(args)?;
+    block_on(listen::run(opts))
+}
+
+#[cfg(not(unix))]
+fn serve_fd(_fd: &str) -> Result<ExitCode> {
+    bail!("-ipcfd is only supported on unix")
+}
+
+#[cfg(not(unix))]
+fn spawn_parent(_args: &[String]) -> Result<ExitCode> {
+    bail!("-spawn is only supported on unix")
+}
+
+#[cfg(not(unix))]
+fn listen_node(_args: &[String]) -> Result<ExitCode> {
+    bail!("-ipcbind is only supported on unix")
+}
