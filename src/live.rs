@@ -160,7 +160,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         outputs.record(path, &config.choice.to_string(), clock.start_unix_ns)?;
     }
     if let Some(target) = &args.json {
-        outputs.json(target)?;
+        outputs.json(target, true)?;
     }
     if args.json.as_deref() != Some("-") && !args.quiet {
         outputs.text_stderr(true);

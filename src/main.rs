@@ -82,7 +82,7 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     })?;
     let mut outputs = pipeline::Outputs::new();
     if args.json {
-        outputs.json("-")?;
+        outputs.json("-", false)?;
     } else {
         outputs.text_stdout();
     }

@@ -39,15 +39,17 @@ impl Outputs {
         }
     }
 
-    /// `--json FILE|-`.
-    pub(crate) fn json(&mut self, target: &str) -> Result<()> {
-        if target == "-" {
-            self.sinks
-                .push(Box::new(JsonLines::new(BufWriter::new(io::stdout()))));
+    /// `--json FILE|-`; `live` flushes every line.
+    pub(crate) fn json(&mut self, target: &str, live: bool) -> Result<()> {
+        let out: Box<dyn io::Write + Send> = if target == "-" {
+            Box::new(BufWriter::new(io::stdout()))
         } else {
             let f = File::create(target).with_context(|| format!("--json {target}"))?;
-            self.sinks.push(Box::new(JsonLines::new(BufWriter::new(f))));
-        }
+            Box::new(BufWriter::new(f))
+        };
+        let sink = JsonLines::new(out);
+        self.sinks
+            .push(Box::new(if live { sink.line_flushed() } else { sink }));
         Ok(())
     }
 

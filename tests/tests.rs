@@ -2,3 +2,5 @@
 
 mod common;
 mod decode;
+#[cfg(unix)]
+mod live;

@@ -12,6 +12,8 @@ use super::Sink;
 /// Writes events as JSON Lines.
 pub(crate) struct JsonLines<W: Write> {
     out: W,
+    /// Flush after every line (live sessions: `tail -f` works and a crash loses nothing).
+    line_flush: bool,
 }
 
 #[derive(Serialize)]
@@ -23,7 +25,15 @@ struct Line<'a> {
 
 impl<W: Write> JsonLines<W> {
     pub(crate) fn new(out: W) -> Self {
-        JsonLines { out }
+        JsonLines {
+            out,
+            line_flush: false,
+        }
+    }
+
+    pub(crate) fn line_flushed(mut self) -> Self {
+        self.line_flush = true;
+        self
     }
 }
 
@@ -36,7 +46,11 @@ impl<W: Write> Sink for JsonLines<W> {
                 event: e,
             },
         )?;
-        self.out.write_all(b"\n")
+        self.out.write_all(b"\n")?;
+        if self.line_flush {
+            self.out.flush()?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {

@@ -6,7 +6,7 @@ construct() without a ThreadMap, one makeThread("pyclient"), and a Context
 with only `thread` set. Each result is printed as one JSON line; the exit
 status is non-zero on any unexpected result.
 
-    client.py unix:PATH [--echo TEXT]... [--count N] [--mining]
+    client.py unix:PATH [--echo TEXT]... [--count N] [--mining] [--hang]
 """
 
 import argparse
@@ -93,6 +93,14 @@ async def main(args):
     if args.mining:
         await mining_calls(init, ctx, mining_capnp)
 
+    if args.hang:
+        # Leave a call pending (for tests that kill the server mid-call).
+        mining = (await init.makeMining(ctx)).result
+        tip = (await mining.getTip(ctx)).result
+        pending = mining.waitTipChanged(ctx, tip.hash, 60000.0)
+        emit("waiting")
+        await pending
+
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,6 +108,7 @@ def parse():
     p.add_argument("--echo", action="append", metavar="TEXT", help="text to echo (repeatable)")
     p.add_argument("--count", type=int, default=1, help="echo each text N times")
     p.add_argument("--mining", action="store_true", help="also call Mining and BlockTemplate")
+    p.add_argument("--hang", action="store_true", help="end with a waitTipChanged that takes a minute")
     return p.parse_args()
 
 

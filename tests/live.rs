@@ -1,0 +1,404 @@
+//! `mpspy -- PROGRAM` with real processes and sockets: the test peer (a bitcoin-node stand-in)
+//! wrapped by mpspy, driven by a pycapnp client (an independent Cap'n Proto implementation) and
+//! by the peer's own Rust client.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// The test peer binary, built by `cargo test --workspace` (or `cargo build -p mpspy-testpeer`).
+pub(crate) fn testpeer() -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_mpspy")).with_file_name("mpspy-testpeer");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p mpspy-testpeer` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+pub(crate) fn pycapnp() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import capnp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var_os("MPSPY_REQUIRE_PYCAPNP").is_some() {
+        panic!("MPSPY_REQUIRE_PYCAPNP is set but pycapnp is not importable");
+    }
+    ok
+}
+
+pub(crate) struct TestDir(pub(crate) PathBuf);
+
+impl TestDir {
+    pub(crate) fn new(name: &str) -> TestDir {
+        // Short: unix socket paths are limited to ~107 bytes.
+        let d = PathBuf::from(format!("/tmp/mpspy-t-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("tmp")).unwrap();
+        TestDir(d)
+    }
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts `mpspy ARGS -- testpeer -ipcbind=unix:SOCK` with its private files under the test dir.
+fn start_wrapped_peer(dir: &TestDir, mpspy_args: &[&str]) -> (Child, PathBuf) {
+    let sock = dir.path("node.sock");
+    let child = mpspy()
+        .env("TMPDIR", dir.path("tmp"))
+        .args(mpspy_args)
+        .arg("--")
+        .arg(testpeer())
+        .arg(format!("-ipcbind=unix:{}", sock.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // mpspy binds before it starts the program, so the file existing means it listens. (A probe
+    // connection would itself be a connection in the events.)
+    wait_for(|| sock.exists(), "mpspy to listen");
+    (child, sock)
+}
+
+pub(crate) fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn events_in(path: &Path) -> Vec<Value> {
+    json_lines(&std::fs::read(path).unwrap())
+}
+
+fn calls<'a>(ev: &'a [Value], name: &str) -> Vec<&'a Value> {
+    of_type(ev, "call")
+        .into_iter()
+        .filter(|e| {
+            format!(
+                "{}.{}",
+                e["data"]["interface"].as_str().unwrap(),
+                e["data"]["method"].as_str().unwrap()
+            ) == name
+        })
+        .collect()
+}
+
+fn returns<'a>(ev: &'a [Value], name: &str) -> Vec<&'a Value> {
+    of_type(ev, "return")
+        .into_iter()
+        .filter(|e| {
+            format!(
+                "{}.{}",
+                e["data"]["interface"].as_str().unwrap(),
+                e["data"]["method"].as_str().unwrap()
+            ) == name
+        })
+        .collect()
+}
+
+#[test]
+fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_events() {
+    let dir = TestDir::new("bind");
+    let json = dir.path("events.jsonl");
+    let rec = dir.path("session.pcapng");
+    let (child, sock) = start_wrapped_peer(
+        &dir,
+        &[
+            "--json",
+            json.to_str().unwrap(),
+            "--record",
+            rec.to_str().unwrap(),
+        ],
+    );
+    let address = format!("unix:{}", sock.display());
+
+    // The peer's own Rust client (libmultiprocess C++ client conventions).
+    let out = Command::new(testpeer())
+        .args([
+            "client", &address, "--echo", "rust", "--count", "20", "--mining",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // pycapnp, if present (CI requires it).
+    let py = pycapnp();
+    if py {
+        let out = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/client.py"))
+            .args([&address, "--echo", "hello", "--echo", "", "--count", "50"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    signal(child.id(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The summary at exit names the methods.
+    assert!(
+        stderr.contains("per-method summary") && stderr.contains("Echo.echo"),
+        "{stderr}"
+    );
+    assert!(!sock.exists(), "mpspy removed its socket");
+    assert_eq!(
+        std::fs::read_dir(dir.path("tmp")).unwrap().count(),
+        0,
+        "private dir removed"
+    );
+
+    let ev = events_in(&json);
+    let opened = of_type(&ev, "conn_opened");
+    assert_eq!(opened.len(), if py { 2 } else { 1 });
+    assert_eq!(opened[0]["data"]["server"]["name"], "mpspy-testpeer");
+    assert!(opened[0]["data"]["server"]["pid"].is_u64());
+    assert_eq!(opened[0]["data"]["client"]["name"], "mpspy-testpeer");
+
+    // Rust client: construct → makeThread → makeEcho → echo ×20 → destroy, all with latencies.
+    let rust_conn = opened[0]["conn"].clone();
+    let of_conn = |name: &str| -> Vec<Value> {
+        calls(&ev, name)
+            .into_iter()
+            .filter(|e| e["conn"] == rust_conn)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(of_conn("Init.construct").len(), 1);
+    assert_eq!(of_conn("ThreadMap.makeThread").len(), 1);
+    assert_eq!(of_conn("Init.makeEcho").len(), 1);
+    assert_eq!(of_conn("Echo.echo").len(), 20);
+    assert_eq!(of_conn("Echo.destroy").len(), 1);
+    for r in returns(&ev, "Echo.echo") {
+        assert!(r["data"]["latency_ns"].as_u64().unwrap() > 0);
+    }
+
+    if py {
+        let py_conn = opened[1]["conn"].clone();
+        assert_eq!(opened[1]["data"]["client"]["name"], "python3");
+        let py_echoes: Vec<&Value> = calls(&ev, "Echo.echo")
+            .into_iter()
+            .filter(|e| e["conn"] == py_conn)
+            .map(|e| &e["data"]["params"]["echo"])
+            .collect();
+        assert_eq!(py_echoes.len(), 100);
+        assert_eq!(py_echoes[0], "hello");
+        assert_eq!(py_echoes[99], "");
+        assert!(
+            calls(&ev, "Echo.echo")
+                .iter()
+                .any(|c| c["conn"] == py_conn && c["data"]["thread"] == "pyclient")
+        );
+        let closed = of_type(&ev, "conn_closed")
+            .into_iter()
+            .find(|e| e["conn"] == py_conn)
+            .unwrap();
+        assert!(
+            closed["data"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("client closed"),
+            "{closed}"
+        );
+    }
+
+    // Replay yields the same events as the live run (the session line names its source).
+    let out = run_ok(mpspy().arg("replay").arg(&rec).arg("--json"));
+    let replayed = json_lines(&out.stdout);
+    let strip = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .filter(|e| e["type"] != "session")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(strip(&replayed), strip(&ev));
+
+    // Wireshark's tools read the recording, where installed.
+    for tool in ["capinfos", "tshark"] {
+        let args: &[&str] = if tool == "tshark" { &["-r"] } else { &[] };
+        if let Ok(out) = Command::new(tool).args(args).arg(&rec).output() {
+            assert!(
+                out.status.success(),
+                "{tool}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording() {
+    if !pycapnp() {
+        eprintln!("note: pycapnp missing; skipping");
+        return;
+    }
+    let dir = TestDir::new("kill");
+    let json = dir.path("events.jsonl");
+    let rec = dir.path("session.pcapng");
+    let (child, sock) = start_wrapped_peer(
+        &dir,
+        &[
+            "--json",
+            json.to_str().unwrap(),
+            "--record",
+            rec.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    let mut client = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/client.py"))
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--hang")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    loop {
+        let l = lines.next().expect("client output").unwrap();
+        if l.contains("waiting") {
+            break;
+        }
+    }
+    // The waitTipChanged call must have reached the decoder before the kill.
+    wait_for(
+        || std::fs::read_to_string(&json).is_ok_and(|t| t.contains("waitTipChanged")),
+        "the pending call in the JSON",
+    );
+    let peer_pid = events_in(&json)
+        .iter()
+        .find(|e| e["type"] == "conn_opened")
+        .and_then(|e| e["data"]["server"]["pid"].as_u64())
+        .unwrap();
+    signal(peer_pid as u32, "-KILL");
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "mpspy exits like the program did"
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+
+    let ev = events_in(&json);
+    let closed = &of_type(&ev, "conn_closed")[0]["data"];
+    let pending: Vec<&str> = closed["pending_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, ["Mining.waitTipChanged"], "{closed}");
+    assert!(
+        closed["live_caps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["cap"].as_str().unwrap().starts_with("Mining#"))
+    );
+
+    let out = run_ok(mpspy().arg("replay").arg(&rec).arg("--json"));
+    let replayed = json_lines(&out.stdout);
+    assert!(
+        replayed
+            .iter()
+            .any(|e| e["type"] == "call" && e["data"]["method"] == "waitTipChanged")
+    );
+}
+
+#[test]
+fn bad_input_names_what_is_wrong_and_leaves_nothing_behind() {
+    let dir = TestDir::new("bad");
+    let run = |args: &[&str]| {
+        let out = mpspy()
+            .env("TMPDIR", dir.path("tmp"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--bogus", "--", "true"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--bogus"), "{err}");
+
+    let (code, err) = run(&["--", "/nonexistent/bitcoin-node", "-regtest"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("/nonexistent/bitcoin-node"), "{err}");
+
+    let (code, err) = run(&["--record", "/nonexistent/dir/x.pcapng", "--", "true"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--record /nonexistent/dir/x.pcapng"), "{err}");
+
+    let file = dir.path("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let peer = testpeer();
+    let (code, err) = run(&[
+        "--",
+        peer.to_str().unwrap(),
+        &format!("-ipcbind=unix:{}", file.display()),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+
+    let (code, err) = run(&["--", "true", "-datadir=/nonexistent/datadir"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/datadir"), "{err}");
+
+    assert_eq!(
+        std::fs::read_dir(dir.path("tmp")).unwrap().count(),
+        0,
+        "nothing left in TMPDIR"
+    );
+}
+
+#[test]
+fn the_demo_wraps_the_built_in_peer_and_client() {
+    let out = run_ok(mpspy().args(["demo", "--json"]));
+    let ev = json_lines(&out.stdout);
+    for m in [
+        "Init.construct",
+        "ThreadMap.makeThread",
+        "Echo.echo",
+        "Mining.createNewBlock",
+        "Rpc.executeRpc",
+    ] {
+        assert!(!calls(&ev, m).is_empty(), "{m} missing from the demo");
+    }
+    let rpc = &returns(&ev, "Rpc.executeRpc")[0]["data"]["results"]["result"];
+    assert_eq!(rpc, r#"{"jsonrpc":"2.0","result":5,"id":"1"}"#);
+}
