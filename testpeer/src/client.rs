@@ -35,6 +35,8 @@ pub(crate) struct SessionOptions {
     /// Call `Thread.getName` on the server thread and print it (an extra call
     /// the C++ client never makes, so off by default).
     pub(crate) thread_name: bool,
+    /// Time each echo round trip and print percentiles instead of every result (benchmarks).
+    pub(crate) timings: bool,
 }
 
 impl Default for SessionOptions {
@@ -45,6 +47,7 @@ impl Default for SessionOptions {
             mining: false,
             rpc: Vec::new(),
             thread_name: false,
+            timings: false,
         }
     }
 }
@@ -87,6 +90,7 @@ impl SessionOptions {
                 "--mining" => opts.mining = true,
                 "--rpc" => opts.rpc.push(value("--rpc")?),
                 "--thread-name" => opts.thread_name = true,
+                "--timings" => opts.timings = true,
                 // `-spawn NAME -- OPTIONS`: the separator is accepted and
                 // ignored; the child's argv is always exactly `NAME -ipcfd N`.
                 "--" => {}
@@ -259,19 +263,37 @@ async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
 }
 
 async fn run_echo(echo: &echo::Client, threads: &Threads, opts: &SessionOptions) -> Result<()> {
+    let mut times = Vec::new();
     for text in &opts.echo {
         for _ in 0..opts.count {
+            let start = std::time::Instant::now();
             let mut req = echo.echo_request();
             threads.fill(req.get().init_context());
             req.get().set_echo(&text[..]);
             let reply = req.send().promise.await.context("Echo.echo")?;
             let got = reply.get()?.get_result()?.to_string()?;
-            print_echo(&got);
+            if opts.timings {
+                times.push(start.elapsed().as_nanos() as u64);
+            } else {
+                print_echo(&got);
+            }
             ensure!(
                 got == *text,
                 "Echo.echo returned {got:?}, expected {text:?}"
             );
         }
+    }
+    if opts.timings && !times.is_empty() {
+        times.sort_unstable();
+        let q = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{{\"echo_round_trips\":{},\"p50_ns\":{},\"p90_ns\":{},\"p99_ns\":{},\"max_ns\":{}}}",
+            times.len(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            times[times.len() - 1]
+        );
     }
     let mut req = echo.destroy_request();
     threads.fill(req.get().init_context());
