@@ -59,18 +59,34 @@ pub(crate) fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == ty).collect()
 }
 
+/// `Interface.method` of an event's data.
+pub(crate) fn method_of(e: &Value) -> String {
+    format!(
+        "{}.{}",
+        e["data"]["interface"].as_str().unwrap_or("?"),
+        e["data"]["method"].as_str().unwrap_or("?")
+    )
+}
+
+/// Events of type `ty` (`call`, `return`) for `Interface.method`, in order.
+pub(crate) fn named<'a>(events: &'a [Value], ty: &str, method: &str) -> Vec<&'a Value> {
+    of_type(events, ty)
+        .into_iter()
+        .filter(|e| method_of(e) == method)
+        .collect()
+}
+
+pub(crate) fn calls_of<'a>(events: &'a [Value], method: &str) -> Vec<&'a Value> {
+    named(events, "call", method)
+}
+
+pub(crate) fn returns_of<'a>(events: &'a [Value], method: &str) -> Vec<&'a Value> {
+    named(events, "return", method)
+}
+
 /// `Interface.method` of call events, in order.
 pub(crate) fn call_names(events: &[Value]) -> Vec<String> {
-    of_type(events, "call")
-        .iter()
-        .map(|e| {
-            format!(
-                "{}.{}",
-                e["data"]["interface"].as_str().unwrap(),
-                e["data"]["method"].as_str().unwrap()
-            )
-        })
-        .collect()
+    of_type(events, "call").into_iter().map(method_of).collect()
 }
 
 /// Message events per direction (every frame yields exactly one of these).

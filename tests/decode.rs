@@ -22,32 +22,6 @@ const PRINTER: (&str, &str) = (
     "captures/mpexample/mpprinter.child-to-mpexample.bin",
 );
 
-fn returns_of<'a>(events: &'a [Value], method: &str) -> Vec<&'a Value> {
-    of_type(events, "return")
-        .into_iter()
-        .filter(|e| {
-            format!(
-                "{}.{}",
-                e["data"]["interface"].as_str().unwrap(),
-                e["data"]["method"].as_str().unwrap()
-            ) == method
-        })
-        .collect()
-}
-
-fn calls_of<'a>(events: &'a [Value], method: &str) -> Vec<&'a Value> {
-    of_type(events, "call")
-        .into_iter()
-        .filter(|e| {
-            format!(
-                "{}.{}",
-                e["data"]["interface"].as_str().unwrap(),
-                e["data"]["method"].as_str().unwrap()
-            ) == method
-        })
-        .collect()
-}
-
 #[test]
 fn every_frame_of_every_capture_decodes() {
     for (c2s, s2c) in [CLI, PY, CALC, PRINTER] {

@@ -93,32 +93,6 @@ fn events_in(path: &Path) -> Vec<Value> {
     json_lines(&std::fs::read(path).unwrap())
 }
 
-fn calls<'a>(ev: &'a [Value], name: &str) -> Vec<&'a Value> {
-    of_type(ev, "call")
-        .into_iter()
-        .filter(|e| {
-            format!(
-                "{}.{}",
-                e["data"]["interface"].as_str().unwrap(),
-                e["data"]["method"].as_str().unwrap()
-            ) == name
-        })
-        .collect()
-}
-
-fn returns<'a>(ev: &'a [Value], name: &str) -> Vec<&'a Value> {
-    of_type(ev, "return")
-        .into_iter()
-        .filter(|e| {
-            format!(
-                "{}.{}",
-                e["data"]["interface"].as_str().unwrap(),
-                e["data"]["method"].as_str().unwrap()
-            ) == name
-        })
-        .collect()
-}
-
 #[test]
 fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_events() {
     let dir = TestDir::new("bind");
@@ -189,7 +163,7 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
     // Rust client: construct → makeThread → makeEcho → echo ×20 → destroy, all with latencies.
     let rust_conn = opened[0]["conn"].clone();
     let of_conn = |name: &str| -> Vec<Value> {
-        calls(&ev, name)
+        calls_of(&ev, name)
             .into_iter()
             .filter(|e| e["conn"] == rust_conn)
             .cloned()
@@ -200,14 +174,14 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
     assert_eq!(of_conn("Init.makeEcho").len(), 1);
     assert_eq!(of_conn("Echo.echo").len(), 20);
     assert_eq!(of_conn("Echo.destroy").len(), 1);
-    for r in returns(&ev, "Echo.echo") {
+    for r in returns_of(&ev, "Echo.echo") {
         assert!(r["data"]["latency_ns"].as_u64().unwrap() > 0);
     }
 
     if py {
         let py_conn = opened[1]["conn"].clone();
         assert_eq!(opened[1]["data"]["client"]["name"], "python3");
-        let py_echoes: Vec<&Value> = calls(&ev, "Echo.echo")
+        let py_echoes: Vec<&Value> = calls_of(&ev, "Echo.echo")
             .into_iter()
             .filter(|e| e["conn"] == py_conn)
             .map(|e| &e["data"]["params"]["echo"])
@@ -216,7 +190,7 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
         assert_eq!(py_echoes[0], "hello");
         assert_eq!(py_echoes[99], "");
         assert!(
-            calls(&ev, "Echo.echo")
+            calls_of(&ev, "Echo.echo")
                 .iter()
                 .any(|c| c["conn"] == py_conn && c["data"]["thread"] == "pyclient")
         );
@@ -397,8 +371,8 @@ fn the_demo_wraps_the_built_in_peer_and_client() {
         "Mining.createNewBlock",
         "Rpc.executeRpc",
     ] {
-        assert!(!calls(&ev, m).is_empty(), "{m} missing from the demo");
+        assert!(!calls_of(&ev, m).is_empty(), "{m} missing from the demo");
     }
-    let rpc = &returns(&ev, "Rpc.executeRpc")[0]["data"]["results"]["result"];
+    let rpc = &returns_of(&ev, "Rpc.executeRpc")[0]["data"]["results"]["result"];
     assert_eq!(rpc, r#"{"jsonrpc":"2.0","result":5,"id":"1"}"#);
 }

@@ -118,13 +118,7 @@ pub fn relay(
     info: ConnInfo,
     relays: &Relays,
 ) -> io::Result<JoinHandle<()>> {
-    tap.send_control(Tapped::Opened {
-        conn,
-        t_ns: tap.clock.now_ns(),
-        label: info.label,
-        client: info.client,
-        server: info.server,
-    });
+    announce(&tap, conn, info);
     let first_end: Arc<Mutex<Option<String>>> = Arc::default();
     relays.add(conn, &client, &server, &first_end)?;
     let relays = relays.clone();
@@ -162,6 +156,17 @@ pub fn relay(
                 reason,
             });
         })
+}
+
+/// Queues the `Opened` notice of a connection.
+fn announce(tap: &Tap, conn: ConnId, info: ConnInfo) {
+    tap.send_control(Tapped::Opened {
+        conn,
+        t_ns: tap.clock.now_ns(),
+        label: info.label,
+        client: info.client,
+        server: info.server,
+    });
 }
 
 fn spawn_pump(
@@ -309,13 +314,7 @@ pub fn serve(
                             info.label,
                             upstream.display()
                         );
-                        tap.send_control(Tapped::Opened {
-                            conn,
-                            t_ns: tap.clock.now_ns(),
-                            label: info.label,
-                            client: info.client,
-                            server: info.server,
-                        });
+                        announce(&tap, conn, info);
                         tap.send_control(Tapped::Closed {
                             conn,
                             t_ns: tap.clock.now_ns(),
