@@ -4,3 +4,4 @@ mod common;
 mod decode;
 #[cfg(unix)]
 mod live;
+mod replay;
