@@ -39,6 +39,11 @@ pub(crate) struct RunArgs {
     /// Do not add -ipcbind=unix to bitcoin-node/bitcoin-gui when they have none.
     #[arg(long)]
     pub(crate) no_bind: bool,
+    /// Do not interpose on the socketpairs of processes the program spawns (`NAME -ipcfd N`,
+    /// and `NAME N` as the libmultiprocess examples do). Without this, mpspy starts the
+    /// program with argv0 in a private directory of stand-ins, so each spawn is relayed too.
+    #[arg(long)]
+    pub(crate) no_spawn_shim: bool,
     #[command(flatten)]
     pub(crate) schema: SchemaArgs,
     /// The program to run and its arguments (after `--`).

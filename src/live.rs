@@ -131,6 +131,28 @@ fn program_name(program: &str) -> String {
         .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// The command that starts `program`: through the spawn shims ([`crate::shim`]) unless
+/// `--no-spawn-shim` or they cannot be set up, so connections to the processes it spawns are
+/// relayed too.
+fn program_command(
+    args: &RunArgs,
+    private: &Path,
+    program: &str,
+    tap: &Tap,
+    ids: &ConnIds,
+    relays: &Relays,
+) -> Command {
+    let shims = if args.no_spawn_shim {
+        None
+    } else {
+        crate::shim::setup(private, program, tap, ids, relays, args.quiet)
+    };
+    match shims {
+        Some(s) => s.command(),
+        None => Command::new(program),
+    }
+}
+
 /// Called with the program's pid once it runs and signals are forwarded (the demo drives its
 /// client from here).
 pub(crate) type AfterStart = Box<dyn FnOnce(u32) + Send>;
@@ -287,7 +309,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
             outputs
         })?;
 
-    let mut command = Command::new(program);
+    let mut command = program_command(args, &private, program, &tap, &ids, &relays);
     command.args(&new_args);
     if args.json.as_deref() == Some("-") {
         // JSON Lines own stdout; the program's output must not corrupt them.

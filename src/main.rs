@@ -4,6 +4,8 @@ mod cli;
 #[cfg(unix)]
 mod live;
 mod pipeline;
+#[cfg(unix)]
+mod shim;
 mod sink;
 
 use std::io;
@@ -27,6 +29,12 @@ const TESTPEER_NAME: &str = "mpspy-testpeer";
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // First: a spawned process reached through `mpspy -- PROGRAM`'s shim directory (this does
+    // not return unless the real program cannot be executed).
+    #[cfg(unix)]
+    if shim::invoked_as_shim(&argv) {
+        return shim::run(&argv);
+    }
     if argv
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
@@ -173,6 +181,7 @@ fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         record: args.record.clone(),
         quiet: false,
         no_bind: true,
+        no_spawn_shim: false,
         schema: SchemaArgs::default(),
         program: vec![
             peer.display().to_string(),

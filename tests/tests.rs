@@ -5,3 +5,5 @@ mod decode;
 #[cfg(unix)]
 mod live;
 mod replay;
+#[cfg(unix)]
+mod spawn;

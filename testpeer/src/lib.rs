@@ -8,7 +8,9 @@
 //! ```text
 //! mpspy-testpeer -ipcbind=unix[:PATH]… [-datadir=DIR] [-regtest|-chain=NAME|…]   listen (server)
 //! mpspy-testpeer -ipcfd N                                                        serve an inherited socket
+//! mpspy-testpeer N                                                               the same, libmultiprocess-examples style
 //! mpspy-testpeer -spawn NAME [--echo TEXT]…                                      spawn NAME -ipcfd N, be its client
+//! mpspy-testpeer -spawn-bare NAME [--echo TEXT]…                                 spawn NAME N (like mpexample), be its client
 //! mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
 //! ```
 //!
@@ -43,8 +45,12 @@ usage:
   mpspy-testpeer -ipcfd N
       serve Init on inherited socket fd N; exit when it closes
       (with MPSPY_TESTPEER_SPAWN=NAME[,NAME…] also spawn NAME and be its client)
+  mpspy-testpeer N
+      the same, with the fd as the only argument (like mpprinter/mpcalculator)
   mpspy-testpeer -spawn NAME [--echo TEXT]… [--count N]
       spawn <dir of argv0>/NAME -ipcfd N over a socketpair and be its client
+  mpspy-testpeer -spawn-bare NAME [--echo TEXT]… [--count N]
+      the same, spawning <dir of argv0>/NAME N (like mpexample)
   mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
       connect like a libmultiprocess C++ client";
 
@@ -67,6 +73,10 @@ fn run(args: &[OsString]) -> Result<ExitCode> {
         let fd = args[2].to_string_lossy();
         return serve_fd(&fd);
     }
+    // The libmultiprocess examples' shape (`mpprinter <fd>`): exactly one argument, all digits.
+    if args.len() == 2 && is_fd_number(&args[1]) {
+        return serve_fd(&args[1].to_string_lossy());
+    }
     let rest: Vec<String> = args
         .iter()
         .skip(1)
@@ -85,7 +95,8 @@ fn run(args: &[OsString]) -> Result<ExitCode> {
             let opts = client::Options::parse(&rest[1..])?;
             block_on(client::run_client(opts))
         }
-        Some("-spawn" | "--spawn") => spawn_parent(&rest[1..]),
+        Some("-spawn" | "--spawn") => spawn_parent(&rest[1..], FdArg::Ipcfd),
+        Some("-spawn-bare" | "--spawn-bare") => spawn_parent(&rest[1..], FdArg::Bare),
         Some(_) => listen_node(&rest),
     }
 }
@@ -100,18 +111,32 @@ pub(crate) fn block_on<F: Future<Output = Result<ExitCode>>>(fut: F) -> Result<E
     tokio::task::LocalSet::new().block_on(&rt, fut)
 }
 
+/// How a spawned child gets its fd number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FdArg {
+    /// Bitcoin: `NAME -ipcfd N`.
+    Ipcfd,
+    /// libmultiprocess examples: `NAME N`.
+    Bare,
+}
+
+fn is_fd_number(arg: &OsString) -> bool {
+    arg.to_str()
+        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(unix)]
 fn serve_fd(fd: &str) -> Result<ExitCode> {
     block_on(spawn::serve_inherited(fd))
 }
 
 #[cfg(unix)]
-fn spawn_parent(args: &[String]) -> Result<ExitCode> {
+fn spawn_parent(args: &[String], shape: FdArg) -> Result<ExitCode> {
     let Some((name, rest)) = args.split_first() else {
         bail!("-spawn needs an executable name\n{USAGE}");
     };
     let opts = client::SessionOptions::parse(rest)?;
-    block_on(spawn::run_parent(name.clone(), opts))
+    block_on(spawn::run_parent(name.clone(), opts, shape))
 }
 
 #[cfg(unix)]
@@ -126,7 +151,7 @@ fn serve_fd(_fd: &str) -> Result<ExitCode> {
 }
 
 #[cfg(not(unix))]
-fn spawn_parent(_args: &[String]) -> Result<ExitCode> {
+fn spawn_parent(_args: &[String], _shape: FdArg) -> Result<ExitCode> {
     bail!("-spawn is only supported on unix")
 }
 

@@ -6,6 +6,9 @@
 //!
 //! Child (`-ipcfd N`): serve `Init` on fd N; exit when the connection closes.
 //!
+//! `-spawn-bare NAME` spawns `<dirname(argv0)>/NAME N` instead (the libmultiprocess examples'
+//! shape, §5.3), and a child started as `NAME N` serves just like `-ipcfd N`.
+//!
 //! Nested spawns (parent → child → grandchild, each link its own socketpair):
 //! the child's argv must stay exactly `NAME -ipcfd N`, so the request travels
 //! in the environment instead. A `-ipcfd` child that finds
@@ -31,10 +34,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::EXE_NAME;
 use crate::client::{self, SessionOptions};
 use crate::net;
 use crate::server::{Peer, new_init};
+use crate::{EXE_NAME, FdArg};
 
 /// The environment variable that asks a `-ipcfd` child to spawn further.
 pub(crate) const SPAWN_ENV: &str = "MPSPY_TESTPEER_SPAWN";
@@ -54,8 +57,12 @@ enum ChainEnv {
 }
 
 /// `mpspy-testpeer -spawn NAME [session options]`.
-pub(crate) async fn run_parent(name: String, opts: SessionOptions) -> Result<ExitCode> {
-    spawn_and_run(&name, &opts, ChainEnv::Inherit).await?;
+pub(crate) async fn run_parent(
+    name: String,
+    opts: SessionOptions,
+    shape: FdArg,
+) -> Result<ExitCode> {
+    spawn_and_run(&name, &opts, ChainEnv::Inherit, shape).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -69,9 +76,14 @@ fn child_path(argv0: &OsStr, name: &str) -> PathBuf {
     }
 }
 
-/// Spawns `name -ipcfd N`, runs the client session on our end, closes it,
-/// waits for the child and reports its exit like Bitcoin's log line.
-async fn spawn_and_run(name: &str, opts: &SessionOptions, env: ChainEnv) -> Result<()> {
+/// Spawns `name -ipcfd N` (or `name N`), runs the client session on our end,
+/// closes it, waits for the child and reports its exit like Bitcoin's log line.
+async fn spawn_and_run(
+    name: &str,
+    opts: &SessionOptions,
+    env: ChainEnv,
+    shape: FdArg,
+) -> Result<()> {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let path = child_path(&argv0, name);
 
@@ -83,7 +95,10 @@ async fn spawn_and_run(name: &str, opts: &SessionOptions, env: ChainEnv) -> Resu
     rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
         .context("clearing FD_CLOEXEC on the child's socket")?;
     let mut cmd = tokio::process::Command::new(&path);
-    cmd.arg("-ipcfd").arg(theirs.as_raw_fd().to_string());
+    if shape == FdArg::Ipcfd {
+        cmd.arg("-ipcfd");
+    }
+    cmd.arg(theirs.as_raw_fd().to_string());
     match env {
         ChainEnv::Inherit => {}
         ChainEnv::Set(rest) => {
@@ -149,7 +164,7 @@ pub(crate) async fn serve_inherited(arg: &str) -> Result<ExitCode> {
 
     let nested = nested_spawn().map(|(name, env)| {
         tokio::task::spawn_local(async move {
-            spawn_and_run(&name, &SessionOptions::default(), env).await
+            spawn_and_run(&name, &SessionOptions::default(), env, FdArg::Ipcfd).await
         })
     });
 
