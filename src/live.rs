@@ -166,8 +166,27 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         .program
         .split_first()
         .context("no program given after --")?;
-    let name = program_name(program);
     let env = bitcoin::Env::from_process().context("reading the environment")?;
+    // The `bitcoin` wrapper only execs the real program; mpspy does that lookup itself (libexec/,
+    // next to the wrapper, PATH) and runs the target, so the target is what gets interposed.
+    let wrapped;
+    let (program, pargs): (&String, &[String]) = if program_name(program) == "bitcoin" {
+        let path = std::env::var_os("PATH");
+        match bitcoin::wrapper_target_with_env(pargs, Path::new(program), path.as_deref(), &env) {
+            Some((target, target_args)) => {
+                eprintln!(
+                    "mpspy: `bitcoin` would run {}; running it directly so its IPC is visible",
+                    target.display()
+                );
+                wrapped = (target.display().to_string(), target_args);
+                (&wrapped.0, &wrapped.1[..])
+            }
+            None => (program, pargs),
+        }
+    } else {
+        (program, pargs)
+    };
+    let name = program_name(program);
     let role = bitcoin::role(program);
     let add_bind = !args.no_bind
         && role == Role::Node

@@ -376,3 +376,100 @@ fn the_demo_wraps_the_built_in_peer_and_client() {
     let rpc = &returns_of(&ev, "Rpc.executeRpc")[0]["data"]["results"]["result"];
     assert_eq!(rpc, r#"{"jsonrpc":"2.0","result":5,"id":"1"}"#);
 }
+
+#[test]
+fn the_bitcoin_wrapper_is_followed_to_the_program_it_would_run() {
+    let dir = TestDir::new("wrapper");
+    // A release layout: bin/bitcoin and libexec/bitcoin-node (here: the test peer).
+    std::fs::create_dir_all(dir.path("bin")).unwrap();
+    std::fs::create_dir_all(dir.path("libexec")).unwrap();
+    std::fs::write(dir.path("bin/bitcoin"), "#!/bin/sh\nexit 99\n").unwrap();
+    std::os::unix::fs::symlink(testpeer(), dir.path("libexec/bitcoin-node")).unwrap();
+    let sock = dir.path("node.sock");
+    let json = dir.path("events.jsonl");
+    let child = mpspy()
+        .env("TMPDIR", dir.path("tmp"))
+        .args(["--quiet", "--json", json.to_str().unwrap(), "--"])
+        .arg(dir.path("bin/bitcoin"))
+        .args(["-m", "node"])
+        .arg(format!("-ipcbind=unix:{}", sock.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| sock.exists(), "mpspy to listen");
+    let out = Command::new(testpeer())
+        .args([
+            "client",
+            &format!("unix:{}", sock.display()),
+            "--echo",
+            "via wrapper",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(child.id(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("libexec/bitcoin-node"), "{stderr}");
+    let ev = events_in(&json);
+    assert_eq!(
+        calls_of(&ev, "Echo.echo")[0]["data"]["params"]["echo"],
+        "via wrapper"
+    );
+    assert_eq!(
+        of_type(&ev, "conn_opened")[0]["data"]["server"]["name"],
+        "bitcoin-node"
+    );
+}
+
+#[test]
+fn a_client_with_ipcconnect_is_relayed_to_the_real_socket() {
+    let dir = TestDir::new("cli");
+    let datadir = dir.path("dd");
+    std::fs::create_dir_all(datadir.join("regtest")).unwrap();
+    let sock = datadir.join("regtest/node.sock");
+    let mut node = Command::new(testpeer())
+        .arg(format!("-ipcbind=unix:{}", sock.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(|| sock.exists(), "the node to listen");
+    // A bitcoin-cli stand-in (the test peer answers to that name).
+    let cli = dir.path("bitcoin-cli");
+    std::os::unix::fs::symlink(testpeer(), &cli).unwrap();
+    let json = dir.path("events.jsonl");
+    let out = run_ok(
+        mpspy()
+            .env("TMPDIR", dir.path("tmp"))
+            .args(["--quiet", "--json", json.to_str().unwrap(), "--"])
+            .arg(&cli)
+            .arg(format!("-datadir={}", datadir.display()))
+            .args(["-regtest", "-ipcconnect=unix", "getblockcount"]),
+    );
+    let _ = node.kill();
+    let _ = node.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#""result":5"#), "{stdout}");
+    let ev = events_in(&json);
+    let exec = &calls_of(&ev, "Rpc.executeRpc")[0]["data"]["params"];
+    assert!(exec["request"].as_str().unwrap().contains("getblockcount"));
+    let opened = &of_type(&ev, "conn_opened")[0]["data"];
+    assert_eq!(opened["client"]["name"], "bitcoin-cli");
+    assert_eq!(
+        opened["server"]["name"], "mpspy-testpeer",
+        "server found by peer credentials"
+    );
+    assert!(
+        opened["label"]
+            .as_str()
+            .unwrap()
+            .contains(&sock.display().to_string())
+    );
+    assert_eq!(std::fs::read_dir(dir.path("tmp")).unwrap().count(), 0);
+}

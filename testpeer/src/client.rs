@@ -113,6 +113,10 @@ pub(crate) struct Options {
 }
 
 impl Options {
+    pub(crate) fn new(address: String, session: SessionOptions) -> Self {
+        Self { address, session }
+    }
+
     pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let (session, positional) = SessionOptions::parse_with_positional(args)?;
         match positional.as_slice() {

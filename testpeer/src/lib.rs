@@ -67,6 +67,19 @@ pub fn main_with(args: &[OsString]) -> ExitCode {
 }
 
 fn run(args: &[OsString]) -> Result<ExitCode> {
+    // Run as `bitcoin-cli` (a symlink), the peer is a small stand-in for bitcoin-cli over IPC.
+    if args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "bitcoin-cli")
+    {
+        let rest: Vec<String> = args
+            .iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return cli_stand_in(&rest);
+    }
     // Bitcoin treats a process as spawned only if argc == 3 and argv[1] is
     // exactly "-ipcfd"; `-ipcfd` anywhere else is a command-line error.
     if args.len() == 3 && args[1] == "-ipcfd" {
@@ -158,4 +171,51 @@ fn spawn_parent(_args: &[String], _shape: FdArg) -> Result<ExitCode> {
 #[cfg(not(unix))]
 fn listen_node(_args: &[String]) -> Result<ExitCode> {
     bail!("-ipcbind is only supported on unix")
+}
+
+/// `bitcoin-cli [-datadir=DIR] [-regtest|-testnet|-testnet4|-signet] [-ipcconnect=unix[:PATH]] METHOD`:
+/// connects over IPC like bitcoin-cli (default socket `<datadir>/<chain>/node.sock`), runs METHOD
+/// through `Init.makeRpc` / `Rpc.executeRpc` and prints the reply. Only what tests need.
+fn cli_stand_in(args: &[String]) -> Result<ExitCode> {
+    let mut datadir = std::env::var_os("HOME")
+        .map(|h| std::path::PathBuf::from(h).join(".bitcoin"))
+        .unwrap_or_default();
+    let mut chain_dir = "";
+    let mut connect = "unix".to_string();
+    let mut method = None;
+    for a in args {
+        match a.trim_start_matches('-') {
+            _ if !a.starts_with('-') => {
+                method.get_or_insert_with(|| a.clone());
+            }
+            "regtest" => chain_dir = "regtest",
+            "testnet" => chain_dir = "testnet3",
+            "testnet4" => chain_dir = "testnet4",
+            "signet" => chain_dir = "signet",
+            o => {
+                if let Some(d) = o.strip_prefix("datadir=") {
+                    datadir = d.into();
+                } else if let Some(c) = o.strip_prefix("ipcconnect=") {
+                    connect = c.to_string();
+                }
+            }
+        }
+    }
+    let netdir = datadir.join(chain_dir);
+    let path = match connect.as_str() {
+        "unix" | "auto" => netdir.join("node.sock"),
+        c => match c.strip_prefix("unix:") {
+            Some(p) => netdir.join(p),
+            None => bail!("Unrecognized address '{c}'"),
+        },
+    };
+    let session = client::SessionOptions {
+        echo: Vec::new(),
+        rpc: vec![method.ok_or_else(|| anyhow!("too few parameters"))?],
+        ..client::SessionOptions::default()
+    };
+    block_on(client::run_client(client::Options::new(
+        format!("unix:{}", path.display()),
+        session,
+    )))
 }
