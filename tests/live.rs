@@ -169,6 +169,18 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
             .cloned()
             .collect()
     };
+    assert!(
+        of_type(&ev, "bootstrap")
+            .iter()
+            .any(|b| b["conn"] == rust_conn),
+        "bootstrap"
+    );
+    assert!(
+        of_type(&ev, "release")
+            .iter()
+            .any(|r| r["conn"] == rust_conn && r["dir"] == "c2s"),
+        "the client releases what it is done with"
+    );
     assert_eq!(of_conn("Init.construct").len(), 1);
     assert_eq!(of_conn("ThreadMap.makeThread").len(), 1);
     assert_eq!(of_conn("Init.makeEcho").len(), 1);
@@ -472,4 +484,47 @@ fn a_client_with_ipcconnect_is_relayed_to_the_real_socket() {
             .contains(&sock.display().to_string())
     );
     assert_eq!(std::fs::read_dir(dir.path("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_node_without_ipcbind_gets_one_at_bitcoins_default_path() {
+    let dir = TestDir::new("default");
+    let datadir = dir.path("dd");
+    std::fs::create_dir_all(&datadir).unwrap();
+    let node = dir.path("bitcoin-node");
+    std::os::unix::fs::symlink(testpeer(), &node).unwrap();
+    let sock = datadir.join("regtest/node.sock");
+    let child = mpspy()
+        .env("TMPDIR", dir.path("tmp"))
+        .arg("--quiet")
+        .arg("--")
+        .arg(&node)
+        .arg(format!("-datadir={}", datadir.display()))
+        .arg("-regtest")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        || sock.exists(),
+        "the default socket <datadir>/regtest/node.sock",
+    );
+    let out = Command::new(testpeer())
+        .args(["client", &format!("unix:{}", sock.display())])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(child.id(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("adding -ipcbind=unix") && stderr.contains("--no-bind"),
+        "{stderr}"
+    );
+    assert!(!sock.exists());
 }
