@@ -5,6 +5,7 @@
 //! nowhere else. Nothing in this crate does I/O except loading user schema files.
 
 pub mod decode;
+pub mod encode;
 pub mod event;
 pub mod registry;
 pub mod rpc;
