@@ -66,6 +66,28 @@ impl Splitter {
             self.skipped += data.len() as u64;
             return;
         }
+        // Fast path: with nothing buffered, frames wholly inside this read are copied once,
+        // straight out of it; only a partial tail is buffered.
+        let data = if self.buf.is_empty() {
+            let mut at = 0;
+            while let Ok(Some(len)) = wire::frame_len(&data[at..]) {
+                if data.len() - at < len {
+                    break;
+                }
+                out.push(Piece::Frame {
+                    offset: self.offset + at as u64,
+                    bytes: data[at..at + len].to_vec(),
+                });
+                at += len;
+            }
+            self.offset += at as u64;
+            &data[at..]
+        } else {
+            data
+        };
+        if data.is_empty() {
+            return;
+        }
         self.buf.extend_from_slice(data);
         let mut at = 0;
         loop {
