@@ -59,6 +59,19 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Replay a recording made with --record through the same decoder.
     Replay(ReplayArgs),
+    /// Per-method counts and latency from recordings or `-debug=ipc` debug.log files.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Recordings (pcapng from `mpspy --record`) or Bitcoin Core debug.log files; told apart
+    /// by content.
+    #[arg(value_name = "FILE", required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    /// One JSON object with per-method rows instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Decode(args)) => decode(&args),
         Some(Command::Demo(args)) => demo(&args),
         Some(Command::Replay(args)) => replay(&args),
+        Some(Command::Stats(args)) => stats(&args),
         #[cfg(unix)]
         None => live::run(&cli.run),
         #[cfg(not(unix))]
@@ -114,6 +115,98 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     }
     if let Some(e) = outputs.error {
         return Err(e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mpspy stats FILE…`: per-method tables (or one JSON object) from recordings and debug.logs.
+fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
+    use std::io::{Read, Write};
+
+    use mpspy_recorder::debuglog::LogStats;
+    use mpspy_recorder::record::{self, End};
+    use mpspy_schema::stats::{LONG_POLL, Stats};
+
+    const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
+    let mut text = String::new();
+    let mut files = Vec::new();
+    for path in &args.files {
+        let shown = path.display();
+        let mut head = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(4096).read_to_end(&mut head))
+            .with_context(|| format!("reading {shown}"))?;
+        if head.starts_with(&PCAPNG_MAGIC) {
+            let mut items = Vec::new();
+            let (header, end) = record::read_file(path, |t| items.push(t))
+                .with_context(|| format!("reading {shown}"))?;
+            let mut session = Session::new(SchemaConfig {
+                choice: header.schemas.parse().unwrap_or(sets::Choice::Auto),
+                user: Vec::new(),
+            });
+            let mut stats = Stats::default();
+            for item in &items {
+                session.apply(item);
+                for e in session.drain() {
+                    stats.fold(&e);
+                }
+            }
+            let mut notes = Vec::new();
+            if stats.methods.is_empty() {
+                notes.push("no IPC calls in this recording".to_string());
+            }
+            if let End::Torn(why) = end {
+                notes.push(format!("the recording ends inside a block ({why})"));
+            }
+            text.push_str(&format!("== {shown} (mpspy recording)\n"));
+            for n in &notes {
+                text.push_str(&format!("note: {n}\n"));
+            }
+            text.push_str(&stats.table());
+            let rows: Vec<serde_json::Value> = stats
+                .methods
+                .iter()
+                .map(|(name, m)| {
+                    let q = |p| m.quantile_ns(p);
+                    let latency = (!m.latency.is_empty()).then(|| {
+                        serde_json::json!({"n": m.latency.len(), "p50": q(0.5), "p90": q(0.9),
+                            "p99": q(0.99), "p999": q(0.999), "max": m.latency.max()})
+                    });
+                    serde_json::json!({
+                        "method": name, "long_poll": LONG_POLL.contains(&name.as_str()),
+                        "count": m.count, "errors": m.errors, "cancels": m.cancels,
+                        "unanswered": m.unanswered, "latency_ns": latency,
+                    })
+                })
+                .collect();
+            files.push(serde_json::json!({
+                "file": shown.to_string(), "kind": "recording", "schemas": header.schemas,
+                "notes": notes, "rows": rows,
+            }));
+        } else if head.contains(&0) {
+            anyhow::bail!("{shown}: neither an mpspy recording (pcapng) nor a text debug.log");
+        } else {
+            let log = LogStats::read_file(path).with_context(|| format!("reading {shown}"))?;
+            text.push_str(&format!(
+                "== {shown} (debug.log: {} IPC lines of {}, timestamps: {})\n",
+                log.ipc_lines,
+                log.lines,
+                log.resolution().as_str()
+            ));
+            text.push_str(&log.table());
+            let mut v = log.to_json();
+            v["file"] = shown.to_string().into();
+            files.push(v);
+        }
+        text.push('\n');
+    }
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &serde_json::json!({ "files": files }))?;
+        writeln!(out)?;
+    } else {
+        out.write_all(text.trim_end().as_bytes())?;
+        writeln!(out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,3 +7,4 @@ mod live;
 mod replay;
 #[cfg(unix)]
 mod spawn;
+mod stats;

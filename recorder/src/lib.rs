@@ -1,8 +1,13 @@
-//! mpspy's producers: byte sources, framing, per-connection RPC state and recordings.
+//! mpspy's producers: byte sources, framing, per-connection RPC state, recordings, Bitcoin
+//! Core's argument rules and the spawn shim; also the `-debug=ipc` log reader behind
+//! `mpspy stats`.
 //!
-//! Everything here ends in [`mpspy_schema::Event`]s; nothing here renders them.
+//! Live sockets, recordings and raw captures all end in [`mpspy_schema::Event`]s through
+//! [`Session`]; rendering events is the binary's and the TUI's job (the log reader's tables are
+//! its own, since logs carry no events).
 
 pub mod bitcoin;
+pub mod debuglog;
 #[cfg(unix)]
 pub mod fd;
 pub mod framing;

@@ -44,6 +44,13 @@ impl Default for MethodStats {
     }
 }
 
+impl MethodStats {
+    /// The latency at quantile `q` (0..=1) in nanoseconds, if any return carried one.
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q))
+    }
+}
+
 /// Statistics by `Interface.method`.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -90,8 +97,8 @@ impl Stats {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let header = format!(
-            "{:<40} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}\n",
-            "method", "count", "errors", "cancel", "p50", "p90", "p99", "max"
+            "{:<40} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "method", "count", "errors", "cancel", "p50", "p90", "p99", "p99.9", "max"
         );
         for long_poll in [false, true] {
             let rows: Vec<(&String, &MethodStats)> = self
@@ -124,7 +131,7 @@ impl Stats {
                     cancel = format!("{cancel}+{}?", m.unanswered);
                 }
                 out.push_str(&format!(
-                    "{:<40} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}\n",
+                    "{:<40} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
                     name,
                     m.count,
                     m.errors,
@@ -132,6 +139,7 @@ impl Stats {
                     q(0.5),
                     q(0.9),
                     q(0.99),
+                    q(0.999),
                     max
                 ));
             }
