@@ -59,6 +59,14 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Replay a recording made with --record through the same decoder.
     Replay(ReplayArgs),
+    /// Be a libmultiprocess client: call Interface.method steps, each on the capability the
+    /// previous one returned.
+    #[command(
+        after_help = "Examples:\n  mpspy call unix Init.makeEcho Echo.echo '{\"echo\":\"hi\"}'\n  mpspy call unix:/path/node.sock Init.makeMining Mining.getTip\n  mpspy call spawn:bitcoin-node Init.makeEcho Echo.echo '{\"echo\":\"x\"}'"
+    )]
+    Call(CallArgs),
+    /// Repeat the last step of a call chain and report round-trip percentiles.
+    Bench(BenchArgs),
     /// Per-method counts and latency from recordings or `-debug=ipc` debug.log files.
     Stats(StatsArgs),
 }
@@ -72,6 +80,60 @@ pub(crate) struct StatsArgs {
     /// One JSON object with per-method rows instead of tables.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// unix (the default socket for --datadir/--chain), unix:PATH, fd:N or spawn:PROGRAM.
+    #[arg(value_name = "ADDRESS")]
+    pub(crate) address: String,
+    /// Steps: Interface.method, each optionally followed by JSON args by field name.
+    #[arg(value_name = "STEP", required = true)]
+    pub(crate) steps: Vec<String>,
+    /// Schema set of the peer: master, v31, v30 or mpexample (auto means master here).
+    #[arg(long, default_value = "auto", value_name = "SET")]
+    pub(crate) schemas: Choice,
+    /// Print results in the decoder's full form (Data as {len, hex}, capabilities with index).
+    #[arg(long)]
+    pub(crate) raw: bool,
+    /// Show every RPC message of the session on stderr.
+    #[arg(long)]
+    pub(crate) trace: bool,
+    /// Data directory for the `unix` address.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) datadir: Option<PathBuf>,
+    /// Chain for the `unix` address (main, test, testnet4, signet, regtest).
+    #[arg(long, value_name = "CHAIN")]
+    pub(crate) chain: Option<String>,
+    /// spawn: argv shape: `ipcfd` (PROGRAM -ipcfd N, Bitcoin) or `bare` (PROGRAM N, the
+    /// libmultiprocess examples).
+    #[arg(long, value_name = "SHAPE", value_parser = ["ipcfd", "bare"])]
+    pub(crate) argv: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// unix:PATH, unix, fd:N or spawn:PROGRAM.
+    #[arg(value_name = "ADDRESS")]
+    pub(crate) address: String,
+    /// Steps as for `call`; the last one is repeated.
+    #[arg(value_name = "STEP", required = true)]
+    pub(crate) steps: Vec<String>,
+    /// Measured calls per stream.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) count: u32,
+    /// Parallel streams, each on its own server thread.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) concurrency: u32,
+    /// Unmeasured calls first, per stream.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) warmup: u32,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Schema set of the peer.
+    #[arg(long, default_value = "auto", value_name = "SET")]
+    pub(crate) schemas: Choice,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,7 @@
 //! mpspy: see Bitcoin Core's multiprocess IPC.
 
+#[cfg(unix)]
+mod call;
 mod cli;
 #[cfg(unix)]
 mod live;
@@ -64,6 +66,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Decode(args)) => decode(&args),
         Some(Command::Demo(args)) => demo(&args),
         Some(Command::Replay(args)) => replay(&args),
+        #[cfg(unix)]
+        Some(Command::Call(args)) => call::call(&args),
+        #[cfg(unix)]
+        Some(Command::Bench(args)) => call::bench(&args),
+        #[cfg(not(unix))]
+        Some(Command::Call(_) | Command::Bench(_)) => {
+            anyhow::bail!("call and bench are not supported on this platform yet")
+        }
         Some(Command::Stats(args)) => stats(&args),
         #[cfg(unix)]
         None => live::run(&cli.run),

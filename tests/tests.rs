@@ -1,5 +1,7 @@
 //! One integration binary (linking once keeps the suite fast); modules by area.
 
+#[cfg(unix)]
+mod call;
 mod common;
 mod decode;
 #[cfg(unix)]

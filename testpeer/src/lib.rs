@@ -24,6 +24,8 @@ mod client;
 #[cfg(unix)]
 mod listen;
 mod net;
+#[cfg(unix)]
+pub mod runtime;
 mod schema;
 mod server;
 #[cfg(unix)]
@@ -117,7 +119,7 @@ fn run(args: &[OsString]) -> Result<ExitCode> {
 /// Runs `fut` on a current-thread runtime inside a `LocalSet`: capnp-rpc's
 /// objects are `!Send`, and a single loop thread is what libmultiprocess uses
 /// for its I/O too.
-pub(crate) fn block_on<F: Future<Output = Result<ExitCode>>>(fut: F) -> Result<ExitCode> {
+pub fn block_on<T, F: Future<Output = Result<T>>>(fut: F) -> Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -1,0 +1,474 @@
+//! `mpspy call` and `mpspy bench`: mpspy as the client side of a libmultiprocess connection.
+//!
+//! Steps are `Interface.method` with optional JSON args by field name; each step runs on the
+//! capability the previous one returned. Params are built by the schema-driven encoder, the
+//! RPC work is capnp-rpc's, and every byte of the connection is also fed to the same decoder
+//! the proxy uses, so results print exactly as `mpspy --json` would show them.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use mpspy_recorder::framing::{Piece, Splitter};
+use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_schema::decode::Lookup;
+use mpspy_schema::encode::{self, CapSource};
+use mpspy_schema::event::{EventKind, ReturnEvent};
+use mpspy_schema::registry::{FieldKind, Node, Type};
+use mpspy_schema::sets::{self, Choice};
+use mpspy_schema::{Direction, Event, SchemaSet, Value};
+use mpspy_testpeer::runtime::{self, Call, Repeat};
+use serde_json::{Value as Json, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::cli::{BenchArgs, CallArgs};
+
+/// `mp/proxy.capnp:Context`, which the runtime fills on every call.
+const CONTEXT_ID: u64 = 0x9c44_e664_5d0b_22c6;
+
+/// Both directions of the connection, decoded as they pass.
+struct Tap {
+    /// Off for `bench`: the measured loop must not pay for decoding.
+    decode: bool,
+    session: Session,
+    splitters: [Splitter; 2],
+    start: Instant,
+    events: Vec<Event>,
+}
+
+impl Tap {
+    fn bytes(&mut self, dir: Direction, data: &[u8]) {
+        if !self.decode {
+            return;
+        }
+        let i = usize::from(dir == Direction::ServerToClient);
+        let mut pieces = Vec::new();
+        self.splitters[i].push(data, &mut pieces);
+        let t = self.start.elapsed().as_nanos() as u64;
+        for p in pieces {
+            if let Piece::Frame { offset, bytes } = p {
+                self.session.frame(1, dir, t, offset, &bytes);
+            }
+        }
+        self.events.extend(self.session.drain());
+    }
+}
+
+/// A stream that shows every byte to the tap.
+struct Tee<S> {
+    inner: S,
+    tap: Rc<RefCell<Tap>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tee<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let new = &buf.filled()[before..];
+            self.tap.borrow_mut().bytes(Direction::ServerToClient, new);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tee<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.tap
+                .borrow_mut()
+                .bytes(Direction::ClientToServer, &buf[..n]);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// `Context.thread` and `Context.callbackThread` are the runtime's capabilities 0 and 1.
+struct ContextCaps;
+
+impl CapSource for ContextCaps {
+    fn cap(&mut self, path: &str, _: Option<u64>, _: &Json) -> Result<u32, String> {
+        match path.rsplit('.').next() {
+            Some("thread") if path.ends_with("context.thread") => Ok(0),
+            Some("callbackThread") => Ok(1),
+            _ => Err(
+                "capability arguments are not supported (mpspy fills Proxy.Context itself)".into(),
+            ),
+        }
+    }
+}
+
+/// Turns `Interface.method [JSON]…` into encoded calls.
+fn plan_calls(set: &SchemaSet, steps: &[String]) -> Result<(Vec<Call>, Vec<String>)> {
+    let sets = [set];
+    let lookup = Lookup::new(&sets);
+    let mut calls = Vec::new();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < steps.len() {
+        let step = &steps[i];
+        let (iface, method) = step
+            .split_once('.')
+            .with_context(|| format!("'{step}': a step is Interface.method, e.g. Echo.echo"))?;
+        let (iid, inode) = set
+            .interfaces()
+            .find(|(_, n)| n.name == iface)
+            .with_context(|| {
+                let mut known: Vec<&str> = set.interfaces().map(|(_, n)| n.name.as_str()).collect();
+                known.sort_unstable();
+                format!(
+                    "'{step}': no interface {iface} in the {} schemas (have: {})",
+                    set.name,
+                    known.join(", ")
+                )
+            })?;
+        let m = inode
+            .methods
+            .iter()
+            .find(|m| m.name == method)
+            .with_context(|| {
+                let known: Vec<&str> = inode.methods.iter().map(|m| m.name.as_str()).collect();
+                format!(
+                    "'{step}': {iface} has no method {method} (have: {})",
+                    known.join(", ")
+                )
+            })?;
+        let mut args = json!({});
+        if let Some(next) = steps.get(i + 1).filter(|s| s.trim_start().starts_with('{')) {
+            args = serde_json::from_str(next).with_context(|| format!("JSON args of {step}"))?;
+            i += 1;
+        }
+        // Proxy.Context is filled by the runtime, as libmultiprocess clients do.
+        if let (Some(Node::Struct(p)), Json::Object(obj)) = (lookup.node(m.params), &mut args) {
+            let has_context = p.fields.iter().any(|f| {
+                f.name == "context"
+                    && matches!(&f.kind, FieldKind::Slot { ty: Type::Struct(id, _), .. } if *id == CONTEXT_ID)
+            });
+            if has_context && !obj.contains_key("context") {
+                obj.insert(
+                    "context".into(),
+                    json!({"thread": "thread", "callbackThread": "callbackThread"}),
+                );
+            }
+        }
+        let params = encode::encode(lookup, m.params, &args, &mut ContextCaps)
+            .with_context(|| format!("args of {step}"))?;
+        let next = match lookup.node(m.results) {
+            Some(Node::Struct(r)) => r.fields.iter().find_map(|f| match &f.kind {
+                FieldKind::Slot {
+                    ty: Type::Interface(_),
+                    offset,
+                    ..
+                } => Some(*offset as u16),
+                _ => None,
+            }),
+            _ => None,
+        };
+        calls.push(Call {
+            interface_id: iid,
+            method_id: m.ordinal,
+            params,
+            next,
+        });
+        names.push(format!("{iface}.{method}"));
+        i += 1;
+    }
+    if calls.is_empty() {
+        bail!(
+            "no steps given: e.g. `mpspy call unix Init.makeEcho Echo.echo '{{\"echo\":\"hi\"}}'`"
+        );
+    }
+    Ok((calls, names))
+}
+
+enum Connection {
+    Unix(std::os::unix::net::UnixStream),
+    Spawned(std::os::unix::net::UnixStream, std::process::Child),
+}
+
+/// `unix`, `unix:PATH`, `fd:N`, `spawn:PROGRAM`.
+fn connect(
+    address: &str,
+    datadir: Option<&PathBuf>,
+    chain: Option<&str>,
+    bare: bool,
+) -> Result<Connection> {
+    // Registered with tokio later, inside its runtime.
+    let std_stream = |s: std::os::unix::net::UnixStream| -> Result<std::os::unix::net::UnixStream> {
+        s.set_nonblocking(true)?;
+        Ok(s)
+    };
+    if let Some(program) = address.strip_prefix("spawn:") {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
+        // The child's end must survive exec; ours stays close-on-exec.
+        nix::fcntl::fcntl(
+            &theirs,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .context("clearing FD_CLOEXEC on the child's socket")?;
+        let mut cmd = std::process::Command::new(program);
+        if !bare {
+            cmd.arg("-ipcfd");
+        }
+        cmd.arg(theirs.as_raw_fd().to_string());
+        let child = cmd.spawn().with_context(|| format!("spawning {program}"))?;
+        drop(theirs);
+        return Ok(Connection::Spawned(std_stream(ours)?, child));
+    }
+    if let Some(fd) = address.strip_prefix("fd:") {
+        let n: i32 = fd
+            .parse()
+            .with_context(|| format!("'{address}': fd:N needs a number"))?;
+        let owned =
+            mpspy_recorder::fd::take_inherited_fd(n).with_context(|| format!("'{address}'"))?;
+        return Ok(Connection::Unix(std_stream(
+            std::os::unix::net::UnixStream::from(owned),
+        )?));
+    }
+    let path = match address {
+        "unix" => {
+            // Where bitcoin-cli -ipcconnect=unix would connect.
+            let env = mpspy_recorder::bitcoin::Env::from_process()?;
+            let mut args = vec!["-ipcconnect=unix".to_string()];
+            if let Some(d) = datadir {
+                args.push(format!("-datadir={}", d.display()));
+            }
+            if let Some(c) = chain {
+                args.push(format!("-chain={c}"));
+            }
+            mpspy_recorder::bitcoin::plan("bitcoin-cli", &args, &env, false)?
+                .connect
+                .context("no IPC socket for these options")?
+        }
+        a => match a.strip_prefix("unix:") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                bail!("unrecognized address '{a}' (use unix, unix:PATH, fd:N or spawn:PROGRAM)")
+            }
+        },
+    };
+    let s = std::os::unix::net::UnixStream::connect(&path)
+        .with_context(|| format!("connecting to {}", path.display()))?;
+    Ok(Connection::Unix(std_stream(s)?))
+}
+
+struct Outcome {
+    events: Vec<Event>,
+    timings: runtime::Timings,
+    error: Option<anyhow::Error>,
+    child: Option<(std::process::Child, std::process::ExitStatus)>,
+}
+
+fn run(
+    address: &str,
+    schemas: &Choice,
+    steps: &[String],
+    datadir: Option<&PathBuf>,
+    chain: Option<&str>,
+    bare: bool,
+    repeat: Repeat,
+) -> Result<(Vec<String>, Outcome)> {
+    let set_name = match schemas {
+        Choice::Fixed(s) => s.clone(),
+        Choice::Auto => "master".into(),
+    };
+    let set = sets::builtin(&set_name).context("schema set")?;
+    let (calls, names) = plan_calls(&set, steps)?;
+    let conn = connect(address, datadir, chain, bare)?;
+    let tap = Rc::new(RefCell::new(Tap {
+        decode: repeat.count <= 1 && repeat.concurrency <= 1,
+        session: Session::new(SchemaConfig {
+            choice: Choice::Fixed(set_name),
+            user: Vec::new(),
+        }),
+        splitters: [Splitter::new(), Splitter::new()],
+        start: Instant::now(),
+        events: Vec::new(),
+    }));
+    tap.borrow_mut().session.open(1, 0, address, None, None);
+    let thread_name = format!("mpspy-{}/main", std::process::id());
+    let (stream, mut child) = match conn {
+        Connection::Unix(s) => (s, None),
+        Connection::Spawned(s, c) => (s, Some(c)),
+    };
+    let result = mpspy_testpeer::block_on(async {
+        let tee = Tee {
+            inner: tokio::net::UnixStream::from_std(stream)?,
+            tap: tap.clone(),
+        };
+        runtime::run_chain(tee, &thread_name, &calls, repeat).await
+    });
+    let child = match child.take() {
+        Some(mut c) => {
+            let status = c.wait()?;
+            Some((c, status))
+        }
+        None => None,
+    };
+    let (timings, error) = match result {
+        Ok(t) => (t, None),
+        Err(e) => (runtime::Timings::default(), Some(e)),
+    };
+    let events = std::mem::take(&mut tap.borrow_mut().events);
+    Ok((
+        names,
+        Outcome {
+            events,
+            timings,
+            error,
+            child,
+        },
+    ))
+}
+
+/// Results as a person reads them: Data as hex, capabilities by name.
+fn plain(v: &Value) -> Json {
+    match v {
+        Value::Data(b) => Json::String(mpspy_schema::value::hex(b)),
+        Value::Cap(c) => Json::String(c.to_string()),
+        Value::List(items) => Json::Array(items.iter().map(plain).collect()),
+        Value::Struct(fields) => {
+            Json::Object(fields.iter().map(|(k, v)| (k.clone(), plain(v))).collect())
+        }
+        other => serde_json::to_value(other).unwrap_or(Json::Null),
+    }
+}
+
+fn our_returns(events: &[Event]) -> Vec<&ReturnEvent> {
+    events
+        .iter()
+        .filter(|e| e.dir == Some(Direction::ServerToClient))
+        .filter_map(|e| match &e.kind {
+            EventKind::Return(r) if !r.interface.is_empty() => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(crate) fn call(args: &CallArgs) -> Result<ExitCode> {
+    let (names, out) = run(
+        &args.address,
+        &args.schemas,
+        &args.steps,
+        args.datadir.as_ref(),
+        args.chain.as_deref(),
+        args.argv.as_deref() == Some("bare"),
+        Repeat::default(),
+    )?;
+    if args.trace {
+        for e in &out.events {
+            eprintln!("{}", crate::sink::text::describe(&e.kind));
+        }
+    }
+    let last = names.last().cloned().unwrap_or_default();
+    let ret = our_returns(&out.events)
+        .into_iter()
+        .rev()
+        .find(|r| format!("{}.{}", r.interface, r.method) == last);
+    if let Some((_, status)) = &out.child {
+        eprintln!("mpspy: child exited: {status}");
+    }
+    match (ret, out.error) {
+        (Some(r), None) => {
+            let v = r.results.as_ref().map_or(Json::Null, |v| {
+                if args.raw {
+                    serde_json::to_value(v).unwrap_or(Json::Null)
+                } else {
+                    plain(v)
+                }
+            });
+            println!("{v}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(r), Some(e)) if r.exception.is_some() => {
+            let x = r
+                .exception
+                .as_ref()
+                .map(|x| format!("{}: {}", x.kind, x.reason))
+                .unwrap_or_default();
+            eprintln!("mpspy: {last} failed: {x}");
+            let _ = e;
+            Ok(ExitCode::from(1))
+        }
+        (_, Some(e)) => {
+            eprintln!("mpspy: call failed: {e:#}");
+            Ok(ExitCode::from(1))
+        }
+        (None, None) => bail!("{last} returned nothing the decoder saw"),
+    }
+}
+
+pub(crate) fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    let repeat = Repeat {
+        count: args.count,
+        warmup: args.warmup,
+        concurrency: args.concurrency,
+    };
+    let started = Instant::now();
+    let (names, out) = run(
+        &args.address,
+        &args.schemas,
+        &args.steps,
+        None,
+        None,
+        false,
+        repeat,
+    )?;
+    let elapsed = started.elapsed();
+    if let Some(e) = out.error {
+        eprintln!("mpspy: bench failed: {e:#}");
+        return Ok(ExitCode::from(1));
+    }
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
+    for t in &out.timings.round_trips_ns {
+        h.record((*t).max(1))?;
+    }
+    let n = h.len();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let q = |p: f64| h.value_at_quantile(p);
+    let last = names.last().cloned().unwrap_or_default();
+    if args.json {
+        println!(
+            "{}",
+            json!({"method": last, "count": n, "concurrency": args.concurrency, "rate_per_s": rate,
+                   "p50_ns": q(0.5), "p90_ns": q(0.9), "p99_ns": q(0.99), "p999_ns": q(0.999), "max_ns": h.max()})
+        );
+    } else {
+        use mpspy_schema::stats::format_ns;
+        println!(
+            "{last}: {n} calls, concurrency {}, {rate:.0}/s",
+            args.concurrency
+        );
+        println!(
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            format_ns(q(0.5)),
+            format_ns(q(0.9)),
+            format_ns(q(0.99)),
+            format_ns(q(0.999)),
+            format_ns(h.max())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

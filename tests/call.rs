@@ -1,0 +1,199 @@
+//! `mpspy call` / `mpspy bench`: mpspy as a libmultiprocess client of the test peer.
+
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::live::{TestDir, testpeer, wait_for};
+
+struct Peer(Child, String);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listening_peer(dir: &TestDir) -> Peer {
+    let sock = dir.path("node.sock");
+    let child = Command::new(testpeer())
+        .arg(format!("-ipcbind=unix:{}", sock.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(|| sock.exists(), "the peer to listen");
+    Peer(child, format!("unix:{}", sock.display()))
+}
+
+fn call(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = mpspy().arg("call").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn call_chains_print_decoded_results() {
+    let dir = TestDir::new("call");
+    let peer = listening_peer(&dir);
+    let (code, out, err) = call(&[
+        &peer.1,
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"hi there"}"#,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"result": "hi there"})
+    );
+
+    let (code, out, err) = call(&[&peer.1, "Init.makeMining", "Mining.getTip"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["hasResult"], true);
+    assert_eq!(v["result"]["height"], 5);
+    assert_eq!(
+        v["result"]["hash"].as_str().unwrap().len(),
+        64,
+        "Data as hex"
+    );
+
+    let (code, out, _) = call(&[
+        &peer.1,
+        "Init.makeRpc",
+        "Rpc.executeRpc",
+        r#"{"request":"{\"method\":\"getblockcount\",\"params\":[],\"id\":\"1\"}","uri":"/"}"#,
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["result"],
+        r#"{"jsonrpc":"2.0","result":5,"id":"1"}"#
+    );
+
+    // --trace shows the whole session as the proxy would: construct, makeThread, Context.
+    let (_, _, err) = call(&[
+        "--trace",
+        &peer.1,
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"x"}"#,
+    ]);
+    assert!(
+        err.contains("Init.construct") && err.contains("ThreadMap.makeThread"),
+        "{err}"
+    );
+    assert!(
+        err.contains("callbackThread = Thread#"),
+        "Context filled: {err}"
+    );
+}
+
+#[test]
+fn remote_exceptions_and_bad_steps_are_clear_errors() {
+    let dir = TestDir::new("callerr");
+    let peer = listening_peer(&dir);
+    let (code, _, err) = call(&[
+        &peer.1,
+        "Init.makeMining",
+        "Mining.checkBlock",
+        r#"{"block":"00000000000000000000"}"#,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("Mining.checkBlock failed") && err.contains("SpanReader::read(): end of data"),
+        "{err}"
+    );
+
+    let (code, _, err) = call(&[&peer.1, "Init.makeEcho", "Echo.ech"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("Echo has no method ech (have: destroy, echo)"),
+        "{err}"
+    );
+    let (code, _, err) = call(&[&peer.1, "Init.makeEcho", "Echo.echo", r#"{"eco":"x"}"#]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no field 'eco'"), "{err}");
+    // A method the peer does not implement.
+    let (code, _, err) = call(&[
+        &peer.1,
+        "Init.makeMining",
+        "Mining.submitBlock",
+        r#"{"block":"00"}"#,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.to_lowercase().contains("unimplemented") || err.contains("not implemented"),
+        "{err}"
+    );
+    // Nobody listening.
+    let (code, _, err) = call(&["unix:/nonexistent/node.sock", "Init.makeEcho"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("connecting to /nonexistent/node.sock"),
+        "{err}"
+    );
+}
+
+#[test]
+fn spawn_starts_the_peer_with_ipcfd_and_it_exits_when_we_disconnect() {
+    let peer = testpeer();
+    let (code, out, err) = call(&[
+        &format!("spawn:{}", peer.display()),
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"spawned"}"#,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["result"],
+        "spawned"
+    );
+    assert!(err.contains("child exited: exit status: 0"), "{err}");
+    let (code, out, _) = call(&[
+        "--argv",
+        "bare",
+        &format!("spawn:{}", peer.display()),
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"bare"}"#,
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["result"],
+        "bare"
+    );
+}
+
+#[test]
+fn bench_reports_percentiles_per_stream() {
+    let dir = TestDir::new("bench");
+    let peer = listening_peer(&dir);
+    let out = run_ok(mpspy().args([
+        "bench",
+        &peer.1,
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"b"}"#,
+        "--count",
+        "200",
+        "--warmup",
+        "10",
+        "--concurrency",
+        "3",
+        "--json",
+    ]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["count"], 600);
+    assert_eq!(v["method"], "Echo.echo");
+    let p50 = v["p50_ns"].as_u64().unwrap();
+    assert!(
+        p50 > 0
+            && p50 <= v["p99_ns"].as_u64().unwrap()
+            && v["p99_ns"].as_u64().unwrap() <= v["max_ns"].as_u64().unwrap()
+    );
+}
