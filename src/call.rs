@@ -292,7 +292,11 @@ fn run(
 ) -> Result<(Vec<String>, Outcome)> {
     let set_name = match schemas {
         Choice::Fixed(s) => s.clone(),
-        Choice::Auto => "master".into(),
+        Choice::Auto => address
+            .strip_prefix("spawn:")
+            .and_then(version_set)
+            .unwrap_or("master")
+            .to_string(),
     };
     let set = sets::builtin(&set_name).context("schema set")?;
     let (calls, names) = plan_calls(&set, steps)?;
@@ -445,6 +449,15 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<ExitCode> {
     for t in &out.timings.round_trips_ns {
         h.record((*t).max(1))?;
     }
+    if let Some(path) = &args.hdr_log {
+        write_hdr_log(
+            path,
+            &h,
+            elapsed,
+            &names.last().cloned().unwrap_or_default(),
+        )
+        .with_context(|| format!("--hdr-log {}", path.display()))?;
+    }
     let n = h.len();
     let rate = n as f64 / elapsed.as_secs_f64();
     let q = |p: f64| h.value_at_quantile(p);
@@ -471,4 +484,59 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One interval covering the whole run, tagged with the method, in the HdrHistogram interval
+/// log format that HdrHistogram's own tools (HistogramLogAnalyzer, hdr-plot) read.
+fn write_hdr_log(
+    path: &std::path::Path,
+    h: &hdrhistogram::Histogram<u64>,
+    elapsed: std::time::Duration,
+    method: &str,
+) -> Result<()> {
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut serializer = V2DeflateSerializer::new();
+    let start = std::time::SystemTime::now() - elapsed;
+    let mut log = IntervalLogWriterBuilder::new()
+        .add_comment(&format!("mpspy bench {method} (round trips in ns)"))
+        .with_start_time(start)
+        .with_base_time(start)
+        .with_max_value_divisor(1_000_000.0)
+        .begin_log_with(&mut file, &mut serializer)?;
+    log.write_histogram(h, std::time::Duration::ZERO, elapsed, Tag::new(method))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    drop(log);
+    std::io::Write::flush(&mut file)?;
+    Ok(())
+}
+
+/// The schema set for a program, from the first line of `PROGRAM -version` (given 5 s; a
+/// program that does not understand the flag just gives no answer).
+fn version_set(program: &str) -> Option<&'static str> {
+    let mut child = std::process::Command::new(program)
+        .arg("-version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while child.try_wait().ok()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut out).ok()?;
+    let set = sets::for_version(out.lines().next()?)?;
+    eprintln!(
+        "mpspy: {program} reports {}: using the {set} schemas",
+        out.lines().next()?.trim()
+    );
+    Some(set)
 }

@@ -131,6 +131,9 @@ pub(crate) struct BenchArgs {
     /// Print a JSON summary.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Write the round trips as an HdrHistogram interval log (ns; max column in ms).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) hdr_log: Option<PathBuf>,
     /// Schema set of the peer.
     #[arg(long, default_value = "auto", value_name = "SET")]
     pub(crate) schemas: Choice,

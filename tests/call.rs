@@ -130,6 +130,10 @@ fn remote_exceptions_and_bad_steps_are_clear_errors() {
         err.to_lowercase().contains("unimplemented") || err.contains("not implemented"),
         "{err}"
     );
+    // A child that exits before answering: the disconnect is an error too.
+    let (code, _, err) = call(&["spawn:/bin/true", "Init.makeEcho", "Echo.echo"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("call failed"), "{err}");
     // Nobody listening.
     let (code, _, err) = call(&["unix:/nonexistent/node.sock", "Init.makeEcho"]);
     assert_eq!(code, Some(2));
@@ -154,6 +158,7 @@ fn spawn_starts_the_peer_with_ipcfd_and_it_exits_when_we_disconnect() {
         "spawned"
     );
     assert!(err.contains("child exited: exit status: 0"), "{err}");
+    assert!(err.contains("v31.99.0") && err.contains("using the master schemas"), "{err}");
     let (code, out, _) = call(&[
         "--argv",
         "bare",
@@ -191,6 +196,32 @@ fn bench_reports_percentiles_per_stream() {
     assert_eq!(v["count"], 600);
     assert_eq!(v["method"], "Echo.echo");
     let p50 = v["p50_ns"].as_u64().unwrap();
+    // The interval log reads back with HdrHistogram's own parser.
+    let log = dir.path("bench.hlog");
+    run_ok(
+        mpspy()
+            .args([
+                "bench",
+                &peer.1,
+                "Init.makeEcho",
+                "Echo.echo",
+                "--count",
+                "50",
+                "--warmup",
+                "0",
+            ])
+            .arg("--hdr-log")
+            .arg(&log),
+    );
+    let bytes = std::fs::read(&log).unwrap();
+    let mut histograms = 0;
+    for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&bytes) {
+        if let Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(i)) = entry {
+            assert_eq!(i.tag().map(|t| t.as_str()), Some("Echo.echo"));
+            histograms += 1;
+        }
+    }
+    assert_eq!(histograms, 1);
     assert!(
         p50 > 0
             && p50 <= v["p99_ns"].as_u64().unwrap()

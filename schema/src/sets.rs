@@ -150,3 +150,45 @@ pub fn load_user_schema(path: &Path, includes: &[PathBuf]) -> Result<SchemaSet, 
     }
     SchemaSet::from_request(&name, &out.stdout)
 }
+
+/// The built-in set for a Bitcoin Core version line, e.g. `Bitcoin Core daemon version
+/// v31.99.0-69c61f9f2f3d bitcoin-node` → `master`. 30.x → `v30`, 31.0–31.98 → `v31`, and the
+/// 31.99 development series or anything newer → `master`. `None` when there is no version.
+pub fn for_version(text: &str) -> Option<&'static str> {
+    let at = text.find("version v")? + "version v".len();
+    let mut parts = text[at..].split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    Some(match (major, minor) {
+        (..=30, _) => "v30",
+        (31, ..=98) => "v31",
+        _ => "master",
+    })
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::for_version;
+
+    #[test]
+    fn version_lines_pick_the_set() {
+        assert_eq!(
+            for_version("Bitcoin Core daemon version v31.99.0-69c61f9f2f3d bitcoin-node"),
+            Some("master")
+        );
+        assert_eq!(
+            for_version("Bitcoin Core daemon version v31.0 bitcoin-node"),
+            Some("v31")
+        );
+        assert_eq!(
+            for_version("Bitcoin Core daemon version v30.1.0 bitcoin-node"),
+            Some("v30")
+        );
+        assert_eq!(
+            for_version("Bitcoin Core daemon version v30.0"),
+            Some("v30")
+        );
+        assert_eq!(for_version("Bitcoin Core version v32.0.0"), Some("master"));
+        assert_eq!(for_version("usage: something"), None);
+    }
+}

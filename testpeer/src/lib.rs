@@ -102,6 +102,11 @@ fn run(args: &[OsString]) -> Result<ExitCode> {
         })
         .collect::<Result<_>>()?;
     match rest.first().map(String::as_str) {
+        // Like `bitcoin-node -version`; the peer speaks master's schemas.
+        Some("-version") => {
+            println!("mpspy-testpeer version v31.99.0-testpeer (Bitcoin Core master schemas)");
+            Ok(ExitCode::SUCCESS)
+        }
         None | Some("-h" | "-help" | "--help" | "-?") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
