@@ -175,22 +175,43 @@ fn plan_calls(set: &SchemaSet, steps: &[String]) -> Result<(Vec<Call>, Vec<Strin
         }
         let params = encode::encode(lookup, m.params, &args, &mut ContextCaps)
             .with_context(|| format!("args of {step}"))?;
-        let next = match lookup.node(m.results) {
+        let returned = match lookup.node(m.results) {
             Some(Node::Struct(r)) => r.fields.iter().find_map(|f| match &f.kind {
                 FieldKind::Slot {
-                    ty: Type::Interface(_),
+                    ty: Type::Interface(id),
                     offset,
                     ..
-                } => Some(*offset as u16),
+                } => Some((*offset as u16, *id)),
                 _ => None,
             }),
             _ => None,
+        };
+        let next = returned.map(|(offset, _)| offset);
+        // Objects with `destroy` are destroyed before they are released (libmultiprocess).
+        let destroy_method = returned.and_then(|(_, id)| {
+            let d = set
+                .interface(id)?
+                .methods
+                .iter()
+                .find(|m| m.name == "destroy")?;
+            Some((id, d.ordinal, d.params))
+        });
+        let destroy = match destroy_method {
+            Some((id, ordinal, params_id)) => {
+                let context =
+                    json!({"context": {"thread": "thread", "callbackThread": "callbackThread"}});
+                let params = encode::encode(lookup, params_id, &context, &mut ContextCaps)
+                    .context("destroy params")?;
+                Some((id, ordinal, params))
+            }
+            None => None,
         };
         calls.push(Call {
             interface_id: iid,
             method_id: m.ordinal,
             params,
             next,
+            destroy,
         });
         names.push(format!("{iface}.{method}"));
         i += 1;

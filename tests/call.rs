@@ -158,7 +158,10 @@ fn spawn_starts_the_peer_with_ipcfd_and_it_exits_when_we_disconnect() {
         "spawned"
     );
     assert!(err.contains("child exited: exit status: 0"), "{err}");
-    assert!(err.contains("v31.99.0") && err.contains("using the master schemas"), "{err}");
+    assert!(
+        err.contains("v31.99.0") && err.contains("using the master schemas"),
+        "{err}"
+    );
     let (code, out, _) = call(&[
         "--argv",
         "bare",

@@ -34,6 +34,9 @@ pub struct Call {
     pub params: Vec<u8>,
     /// Pointer field of the results holding the capability the next step runs on.
     pub next: Option<u16>,
+    /// `destroy` for that capability (interface id, method id, encoded params), called before
+    /// it is released, as libmultiprocess clients do.
+    pub destroy: Option<(u64, u16, Vec<u8>)>,
 }
 
 /// Round-trip times of the last step, when it was repeated (`bench`).
@@ -151,6 +154,8 @@ async fn chain(
     let Some((last, rest)) = calls.split_last() else {
         return Ok(Timings::default());
     };
+    // Capabilities to destroy at the end, newest first.
+    let mut to_destroy: Vec<(Client, Call)> = Vec::new();
     for call in rest {
         let sent = send(&target, call, &thread, &callback)?;
         let next = call
@@ -158,6 +163,18 @@ async fn chain(
             .map(|i| Client::new(sent.pipeline.get_pointer_field(i).as_cap()));
         sent.promise.await.map_err(anyhow::Error::from)?;
         target = next.context("this step returns no capability for the next one")?;
+        if let Some((interface_id, method_id, params)) = &call.destroy {
+            to_destroy.push((
+                target.clone(),
+                Call {
+                    interface_id: *interface_id,
+                    method_id: *method_id,
+                    params: params.clone(),
+                    next: None,
+                    destroy: None,
+                },
+            ));
+        }
     }
     let _ = made.await.context("ThreadMap.makeThread")?;
 
@@ -187,7 +204,15 @@ async fn chain(
             Ok::<_, anyhow::Error>(times)
         }
     });
-    for times in futures::future::try_join_all(runs).await? {
+    let results = futures::future::try_join_all(runs).await;
+    for (cap, call) in to_destroy.iter().rev() {
+        send(cap, call, &thread, &callback)?
+            .promise
+            .await
+            .map_err(anyhow::Error::from)
+            .context("destroy")?;
+    }
+    for times in results? {
         timings.round_trips_ns.extend(times);
     }
     // Let the server's Releases for our callback threads arrive before disconnecting.
