@@ -231,3 +231,96 @@ fn bench_reports_percentiles_per_stream() {
             && v["p99_ns"].as_u64().unwrap() <= v["max_ns"].as_u64().unwrap()
     );
 }
+
+#[test]
+fn call_works_against_an_independent_pycapnp_server_that_calls_back() {
+    if !crate::live::pycapnp() {
+        eprintln!("note: pycapnp missing; skipping (set MPSPY_REQUIRE_PYCAPNP=1 to fail instead)");
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let dir = TestDir::new("pysrv");
+    let sock = dir.path("py.sock");
+    let mut child = Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/server.py"))
+        .arg(format!("unix:{}", sock.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Killed on any early return or panic; a no-op once it has been waited for.
+    let mut server = Peer(child, format!("unix:{}", sock.display()));
+    // The socket file exists from bind(), before listen(): wait for the line instead.
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "server.py did not start");
+
+    let out = run_ok(mpspy().args([
+        "call",
+        &server.1,
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"hi there"}"#,
+    ]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!({"result": "hi there"})
+    );
+
+    // construct() made the server call makeThread + getName on our ThreadMap; this echo text
+    // returns the name our ThreadMap gave: callbacks into mpspy work.
+    let out = run_ok(mpspy().args([
+        "call",
+        &server.1,
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"callback-name"}"#,
+    ]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let name = v["result"].as_str().unwrap_or_default();
+    assert!(name.ends_with(" (from pyserver-callback)"), "{v}");
+
+    let out = run_ok(mpspy().args(["call", &server.1, "Init.makeMining", "Mining.getTip"]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hasResult"], true, "{v}");
+    assert_eq!(v["result"]["height"], 7, "{v}");
+    assert_eq!(
+        v["result"]["hash"], "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        "Data as hex, in byte order"
+    );
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = server.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "server.py exits cleanly on SIGTERM");
+    assert!(!sock.exists(), "server.py removed its socket");
+}
+
+#[test]
+fn the_unix_address_finds_bitcoins_default_socket() {
+    let dir = TestDir::new("calldef");
+    let datadir = dir.path("dd");
+    std::fs::create_dir_all(datadir.join("regtest")).unwrap();
+    let sock = datadir.join("regtest/node.sock");
+    let child = Command::new(testpeer())
+        .arg(format!("-ipcbind=unix:{}", sock.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _peer = Peer(child, String::new());
+    wait_for(|| sock.exists(), "the peer to listen");
+    let out = run_ok(
+        mpspy()
+            .args(["call", "unix", "--chain", "regtest"])
+            .arg("--datadir")
+            .arg(&datadir)
+            .args(["Init.makeEcho", "Echo.echo", r#"{"echo":"default"}"#]),
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["result"],
+        "default"
+    );
+}
