@@ -99,24 +99,7 @@ fn peer_of(s: &UnixStream) -> Option<Peer> {
     {
         use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
         let pid = getsockopt(s, PeerCredentials).ok()?.pid();
-        let pid = u32::try_from(pid).ok()?;
-        let argv: Vec<String> = fs::read(format!("/proc/{pid}/cmdline"))
-            .ok()
-            .map(|b| {
-                b.split(|c| *c == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let name = fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim().to_string())
-            .unwrap_or_default();
-        Some(Peer {
-            name,
-            pid: Some(pid),
-            argv,
-        })
+        Some(crate::shim::process_peer(u32::try_from(pid).ok()?))
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -344,7 +344,7 @@ fn relay_spawn(conn: &UnixStream, tap: Tap, ids: &ConnIds, relays: &Relays) {
 }
 
 /// A process by pid: its name and command line where the platform tells (Linux `/proc`).
-fn process_peer(pid: u32) -> Peer {
+pub(crate) fn process_peer(pid: u32) -> Peer {
     let name = fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim_end().to_string())
         .unwrap_or_else(|_| format!("pid {pid}"));

@@ -89,6 +89,15 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok.success());
 }
 
+/// SIGTERMs a wrapped program's mpspy, expects exit 0 (the program's status), returns stderr.
+fn stop_ok(child: Child) -> String {
+    signal(child.id(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    stderr
+}
+
 fn events_in(path: &Path) -> Vec<Value> {
     json_lines(&std::fs::read(path).unwrap())
 }
@@ -137,10 +146,7 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
         );
     }
 
-    signal(child.id(), "-TERM");
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stderr = stop_ok(child);
     // The summary at exit names the methods.
     assert!(
         stderr.contains("per-method summary") && stderr.contains("Echo.echo"),
@@ -424,10 +430,7 @@ fn the_bitcoin_wrapper_is_followed_to_the_program_it_would_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    signal(child.id(), "-TERM");
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stderr = stop_ok(child);
     assert!(stderr.contains("libexec/bitcoin-node"), "{stderr}");
     let ev = events_in(&json);
     assert_eq!(
@@ -518,10 +521,7 @@ fn a_node_without_ipcbind_gets_one_at_bitcoins_default_path() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    signal(child.id(), "-TERM");
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let stderr = stop_ok(child);
     assert!(
         stderr.contains("adding -ipcbind=unix") && stderr.contains("--no-bind"),
         "{stderr}"
