@@ -957,19 +957,6 @@ impl Session {
     }
 }
 
-trait SideExt {
-    fn other(self) -> Side;
-}
-
-impl SideExt for Side {
-    fn other(self) -> Side {
-        match self {
-            Side::Client => Side::Server,
-            Side::Server => Side::Client,
-        }
-    }
-}
-
 fn promise_label(question: u32, path: &[u16]) -> String {
     let mut s = format!("answer(q{question})");
     for p in path {

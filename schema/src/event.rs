@@ -71,6 +71,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+
     /// The direction in which this side sends.
     pub fn sends(self) -> Direction {
         match self {
