@@ -22,7 +22,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use mpspy_schema::stats::LONG_POLL;
+use mpspy_schema::stats::{LONG_POLL, long_poll_sections};
 use serde_json::{Value, json};
 
 /// Which end of a call a line describes.
@@ -960,14 +960,7 @@ fn method_table(out: &mut String, methods: &BTreeMap<String, MethodLog>) {
     let phases = methods
         .values()
         .any(|m| !(m.dispatch.is_empty() && m.queue.is_empty() && m.exec.is_empty()));
-    for long_poll in [false, true] {
-        let rows: Vec<(&String, &MethodLog)> = methods
-            .iter()
-            .filter(|(name, _)| LONG_POLL.contains(&name.as_str()) == long_poll)
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
+    for (long_poll, rows) in long_poll_sections(methods) {
         if long_poll {
             out.push_str("long-poll methods (latency is mostly waiting):\n");
         }

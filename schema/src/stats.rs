@@ -16,6 +16,22 @@ pub const LONG_POLL: [&str; 3] = [
     "Mining.createNewBlock",
 ];
 
+/// Rows by method name, in the sections the tables print: ordinary methods, then long-poll
+/// methods; empty sections are left out. `true` marks the long-poll section.
+pub fn long_poll_sections<V>(methods: &BTreeMap<String, V>) -> Vec<(bool, Vec<(&String, &V)>)> {
+    [false, true]
+        .into_iter()
+        .map(|long_poll| {
+            let rows = methods
+                .iter()
+                .filter(|(name, _)| LONG_POLL.contains(&name.as_str()) == long_poll)
+                .collect::<Vec<_>>();
+            (long_poll, rows)
+        })
+        .filter(|(_, rows)| !rows.is_empty())
+        .collect()
+}
+
 /// Statistics of one method.
 #[derive(Debug, Clone)]
 pub struct MethodStats {
@@ -100,15 +116,7 @@ impl Stats {
             "{:<40} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             "method", "count", "errors", "cancel", "p50", "p90", "p99", "p99.9", "max"
         );
-        for long_poll in [false, true] {
-            let rows: Vec<(&String, &MethodStats)> = self
-                .methods
-                .iter()
-                .filter(|(name, _)| LONG_POLL.contains(&name.as_str()) == long_poll)
-                .collect();
-            if rows.is_empty() {
-                continue;
-            }
+        for (long_poll, rows) in long_poll_sections(&self.methods) {
             if long_poll {
                 out.push_str("long-poll methods (latency is mostly waiting):\n");
             }

@@ -11,7 +11,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use capnp_rpc::rpc_twoparty_capnp::Side;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::blocks::display_hash;
@@ -157,23 +156,10 @@ pub(crate) async fn run_over<S>(stream: S, opts: &SessionOptions) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + 'static,
 {
-    let mut rpc = net::rpc_system(stream, Side::Client, None);
-    let init: init::Client = rpc.bootstrap(Side::Server);
-    let disconnector = rpc.get_disconnector();
-    let driver = tokio::task::spawn_local(rpc);
-
-    let result = session(init, opts).await;
-
-    // All our capabilities are dropped by now (their Releases are queued);
-    // close the connection. capnp-rust's disconnector also sends an Abort
-    // ("client requested disconnect"); a C++ client just closes.
-    if let Err(e) = disconnector.await {
-        eprintln!("closing the connection: {e}");
-    }
-    match driver.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("connection: {e}"),
-        Err(e) => eprintln!("connection task: {e}"),
+    // All our capabilities are dropped when the session ends (their Releases are queued).
+    let (result, problems) = net::as_client(stream, |init| session(init, opts)).await;
+    for p in problems {
+        eprintln!("{p}");
     }
     result
 }

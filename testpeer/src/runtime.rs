@@ -15,7 +15,6 @@ use capnp::any_pointer;
 use capnp::capability::Client;
 use capnp::private::capability::ClientHook;
 use capnp::traits::Imbue;
-use capnp_rpc::rpc_twoparty_capnp::Side;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::net;
@@ -110,14 +109,9 @@ pub async fn run_chain<S>(
 where
     S: AsyncRead + AsyncWrite + 'static,
 {
-    let mut rpc = net::rpc_system(stream, Side::Client, None);
-    let init: init::Client = rpc.bootstrap(Side::Server);
-    let disconnector = rpc.get_disconnector();
-    let driver = tokio::task::spawn_local(rpc);
-    let result = chain(init, thread_name, calls, repeat).await;
-    let _ = disconnector.await;
-    let _ = driver.await;
-    result
+    net::as_client(stream, |init| chain(init, thread_name, calls, repeat))
+        .await
+        .0
 }
 
 async fn chain(
