@@ -36,6 +36,10 @@ pub(crate) struct RunArgs {
     /// No event lines and no summary on stderr.
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
+    /// No terminal UI: event lines on stderr instead (the UI is used only when stdin and
+    /// stdout are terminals and `--json -` is not given).
+    #[arg(long)]
+    pub(crate) no_tui: bool,
     /// Do not add -ipcbind=unix to bitcoin-node/bitcoin-gui when they have none.
     #[arg(long)]
     pub(crate) no_bind: bool,
@@ -147,6 +151,9 @@ pub(crate) struct ReplayArgs {
     /// Write JSON Lines instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Text lines instead of the terminal UI (the UI is used only on a terminal).
+    #[arg(long)]
+    pub(crate) no_tui: bool,
     /// Decode with these schemas instead of the ones named in the recording.
     #[arg(long, value_name = "SET")]
     pub(crate) schemas: Option<Choice>,
@@ -192,6 +199,9 @@ pub(crate) struct DemoArgs {
     /// Write JSON Lines to stdout instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Text lines on stderr instead of the terminal UI.
+    #[arg(long)]
+    pub(crate) no_tui: bool,
     /// Also record the session to a pcapng FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) record: Option<PathBuf>,

@@ -5,15 +5,17 @@
 //! mpspy to the real one. Either way each connection is relayed byte for byte.
 
 use std::fs;
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mpspy_recorder::Session;
@@ -27,7 +29,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::RunArgs;
+use mpspy_tui::{Action, App, Feed, Timebase};
+
 use crate::pipeline::Outputs;
+use crate::sink::tui::{UiSender, UiSink};
 
 /// Frames queued for the decoder before the relay starts dropping copies.
 const TAP_CAPACITY: usize = 64 * 1024;
@@ -170,6 +175,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         (program, pargs)
     };
     let name = program_name(program);
+    let program_name = name.clone();
     let role = bitcoin::role(program);
     let add_bind = !args.no_bind
         && role == Role::Node
@@ -186,7 +192,10 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     if let Some(target) = &args.json {
         outputs.json(target, true)?;
     }
-    if args.json.as_deref() != Some("-") && !args.quiet {
+    let ui = use_tui(args).then(|| UiSender::new(false));
+    if let Some((sender, _)) = &ui {
+        outputs.add(Box::new(UiSink(sender.clone())));
+    } else if args.json.as_deref() != Some("-") && !args.quiet {
         outputs.text_stderr(true);
     }
 
@@ -311,9 +320,13 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
             outputs
         })?;
 
+    let origin = clock.origin();
     let mut command = program_command(args, &private, program, &tap, &ids, &relays);
     command.args(&new_args);
-    if args.json.as_deref() == Some("-") {
+    if ui.is_some() {
+        // The UI owns the screen: the program's output goes to its log pane.
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    } else if args.json.as_deref() == Some("-") {
         // JSON Lines own stdout; the program's output must not corrupt them.
         let stderr = std::io::stderr()
             .as_fd()
@@ -325,6 +338,14 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         .spawn()
         .with_context(|| format!("starting {program}"))?;
     let pid = child.id();
+    if let Some((sender, _)) = &ui {
+        if let Some(out) = child.stdout.take() {
+            forward_output(out, false, sender.clone(), origin);
+        }
+        if let Some(err) = child.stderr.take() {
+            forward_output(err, true, sender.clone(), origin);
+        }
+    }
     if let Ok(mut p) = server_peer.lock() {
         p.pid = Some(pid);
     }
@@ -342,32 +363,69 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     if let Some(hook) = after_start {
         hook(pid);
     }
-    let status = child.wait().context("waiting for the program")?;
+    // Waiting for the program, then draining and closing what is left, runs beside the UI so
+    // the UI can show the end of the session (the disconnects) and stay until the user quits.
+    let ui_feed = ui.as_ref().map(|(sender, _)| sender.clone());
+    let finish = move || -> Result<(std::process::ExitStatus, String, Outputs)> {
+        let status = child.wait().context("waiting for the program")?;
+        let how = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("{name} exited with status {c}"),
+            (None, Some(s)) => format!("{name} was killed by signal {s}"),
+            _ => format!("{name} exited"),
+        };
+        // Let bytes already in flight reach their peers before closing what is left.
+        let mut waited = 0;
+        while relays.count() > 0 && waited < 20 {
+            thread::sleep(Duration::from_millis(25));
+            waited += 1;
+        }
+        relays.close_all(&how);
+        while relays.count() > 0 && waited < 80 {
+            thread::sleep(Duration::from_millis(25));
+            waited += 1;
+        }
+        // Closed notices are queued by the connection threads; give them a moment.
+        thread::sleep(Duration::from_millis(50));
+        tap.finish();
+        let outputs = decoder
+            .join()
+            .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?;
+        if let Some(ui) = &ui_feed {
+            let _ = ui.send(Feed::Ended(how.clone()));
+        }
+        Ok((status, how, outputs))
+    };
+    let (status, how, outputs) = match ui {
+        Some((sender, rx)) => {
+            let lifecycle = thread::Builder::new()
+                .name("mpspy-wait".into())
+                .spawn(finish)?;
+            let app = App::new(mpspy_tui::Options {
+                title: format!("{program_name} {} (pid {pid})", pargs.join(" ")),
+                live: true,
+                ..Default::default()
+            });
+            let shown = mpspy_tui::run(app, &rx, Timebase::Live(origin), &sender.dropped, |a| {
+                if a == Action::Interrupt {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+                }
+            });
+            // Later output and events have nowhere to go on screen; output goes to stderr.
+            drop(rx);
+            if !lifecycle.is_finished() {
+                eprintln!("mpspy: stopping {program_name} (SIGINT) and waiting for it to exit");
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+            }
+            let done = lifecycle
+                .join()
+                .map_err(|_| anyhow::anyhow!("waiting thread panicked"))?;
+            shown.context("terminal UI")?;
+            done?
+        }
+        None => finish()?,
+    };
     handle.close();
     let _ = forwarder.join();
-
-    let how = match (status.code(), status.signal()) {
-        (Some(c), _) => format!("{name} exited with status {c}"),
-        (None, Some(s)) => format!("{name} was killed by signal {s}"),
-        _ => format!("{name} exited"),
-    };
-    // Let bytes already in flight reach their peers before closing what is left.
-    let mut waited = 0;
-    while relays.count() > 0 && waited < 20 {
-        thread::sleep(Duration::from_millis(25));
-        waited += 1;
-    }
-    relays.close_all(&how);
-    while relays.count() > 0 && waited < 80 {
-        thread::sleep(Duration::from_millis(25));
-        waited += 1;
-    }
-    // Closed notices are queued by the connection threads; give them a moment.
-    thread::sleep(Duration::from_millis(50));
-    tap.finish();
-    let outputs = decoder
-        .join()
-        .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?;
     drop(cleanup);
 
     if !args.quiet {
@@ -394,4 +452,48 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         (None, Some(s)) => ExitCode::from(128u8.wrapping_add(s as u8)),
         _ => ExitCode::FAILURE,
     })
+}
+
+/// The terminal UI is for a person at a terminal: stdin (keys) and stdout (screen) must both
+/// be terminals, and `--json -` owns stdout.
+fn use_tui(args: &RunArgs) -> bool {
+    !args.no_tui
+        && args.json.as_deref() != Some("-")
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+}
+
+/// Reads the program's output line by line into the UI's log pane; once the UI is gone, to
+/// mpspy's stderr so nothing is lost.
+fn forward_output(stream: impl Read + Send + 'static, stderr: bool, ui: UiSender, origin: Instant) {
+    let _ = thread::Builder::new()
+        .name("mpspy-output".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            let mut gone = false;
+            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                buf.clear();
+                if !gone {
+                    let f = Feed::Output {
+                        t_ns: origin.elapsed().as_nanos() as u64,
+                        stderr,
+                        line,
+                    };
+                    match ui.send(f) {
+                        Ok(()) => continue,
+                        Err(Feed::Output { line, .. }) => {
+                            gone = true;
+                            eprintln!("{line}");
+                        }
+                        Err(_) => gone = true,
+                    }
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
 }

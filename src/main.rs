@@ -10,7 +10,7 @@ mod pipeline;
 mod shim;
 mod sink;
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -100,28 +100,66 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         include: args.include.clone(),
     })?;
     let mut outputs = pipeline::Outputs::new();
+    let torn = match end {
+        End::Torn(why) => Some(format!(
+            "{}: the recording ends inside a block ({why}); everything before it was replayed",
+            args.file.display()
+        )),
+        _ => None,
+    };
+    let source = format!("replay {}", args.file.display());
+    let decode_all = move |mut outputs: pipeline::Outputs| {
+        let mut session = Session::new(config);
+        session.start(&source, Some(header.start_unix_ns));
+        for e in session.drain() {
+            outputs.event(&e);
+        }
+        for item in &items {
+            outputs.item(&mut session, item);
+        }
+        outputs.finish();
+        outputs
+    };
+    let use_tui =
+        !args.json && !args.no_tui && io::stdin().is_terminal() && io::stdout().is_terminal();
+    if use_tui {
+        use mpspy_tui::{App, Feed, Options, Timebase};
+        // A replay has no relay to protect: the decoder waits for the UI instead of dropping.
+        let (sender, rx) = sink::tui::UiSender::new(true);
+        outputs.add(Box::new(sink::tui::UiSink(sender.clone())));
+        let ended = torn
+            .clone()
+            .unwrap_or_else(|| "end of recording".to_string());
+        let worker = std::thread::spawn(move || {
+            let outputs = decode_all(outputs);
+            let _ = sender.send(Feed::Ended(ended));
+            outputs
+        });
+        let app = App::new(Options {
+            title: format!("replay {}", args.file.display()),
+            live: false,
+            ..Default::default()
+        });
+        let dropped = Arc::default();
+        let shown = mpspy_tui::run(app, &rx, Timebase::Replay, &dropped, |_| {});
+        drop(rx);
+        let outputs = worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?;
+        shown.context("terminal UI")?;
+        if let Some(e) = outputs.error {
+            return Err(e);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.json {
         outputs.json("-", false)?;
     } else {
         outputs.text_stdout();
     }
-    let mut session = Session::new(config);
-    session.start(
-        &format!("replay {}", args.file.display()),
-        Some(header.start_unix_ns),
-    );
-    for e in session.drain() {
-        outputs.event(&e);
-    }
-    for item in &items {
-        outputs.item(&mut session, item);
-    }
-    outputs.finish();
-    if let End::Torn(why) = end {
-        eprintln!(
-            "mpspy: {}: the recording ends inside a block ({why}); everything before it was replayed",
-            args.file.display()
-        );
+    let outputs = decode_all(outputs);
+    if let Some(t) = torn {
+        eprintln!("mpspy: {t}");
     }
     if let Some(e) = outputs.error {
         return Err(e);
@@ -281,6 +319,7 @@ fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         .with_context(|| format!("linking {}", peer.display()))?;
     let run = cli::RunArgs {
         json: args.json.then(|| "-".to_string()),
+        no_tui: args.no_tui,
         record: args.record.clone(),
         quiet: false,
         no_bind: true,

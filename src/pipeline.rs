@@ -53,6 +53,11 @@ impl Outputs {
         Ok(())
     }
 
+    /// Any other sink.
+    pub(crate) fn add(&mut self, sink: Box<dyn Sink + Send>) {
+        self.sinks.push(sink);
+    }
+
     /// Readable lines on stderr (`brief`: only calls, returns, releases, connections, problems).
     pub(crate) fn text_stderr(&mut self, brief: bool) {
         self.sinks

@@ -280,10 +280,7 @@ impl Session {
         let mut live: Vec<CapInfo> = c
             .exports
             .iter()
-            .map(|(&(host, id), e)| {
-                let iface = e.interface.and_then(|i| lookup.interface_name(i));
-                cap_info(host, id, e, iface.map(str::to_string))
-            })
+            .map(|(&(host, id), e)| cap_info(host, id, e, &lookup))
             .collect();
         live.sort_by_key(|a| (a.host, a.export_id));
         self.emit(
@@ -468,14 +465,16 @@ impl Session {
                 if gone {
                     let c = self.conns.get_mut(&conn).expect("conn exists");
                     if let Some(e) = c.exports.remove(&(host, id)) {
-                        let iface = self.lookup_name(conn, e.interface);
+                        let sets = self.sets_for(conn);
+                        let refs: Vec<&SchemaSet> = sets.iter().map(|s| s.as_ref()).collect();
+                        let info = cap_info(host, id, &e, &Lookup::new(&refs));
                         let lifetime_ns = t_ns.saturating_sub(e.created_ns);
                         self.emit(
                             conn,
                             ev,
                             t_ns,
                             EventKind::CapReleased {
-                                cap: cap_info(host, id, &e, iface),
+                                cap: info,
                                 lifetime_ns,
                             },
                         );
@@ -1006,14 +1005,18 @@ fn raw(t: &Target<'_>) -> Value {
     }
 }
 
-fn cap_info(host: Side, id: u32, e: &Export, interface: Option<String>) -> CapInfo {
+fn cap_info(host: Side, id: u32, e: &Export, lookup: &Lookup<'_>) -> CapInfo {
     CapInfo {
         cap: e.name.clone(),
-        interface,
+        interface: e
+            .interface
+            .and_then(|i| lookup.interface_name(i))
+            .map(str::to_string),
         host,
         export_id: id,
         refs: e.refs,
         destroyed: e.destroyed,
+        destroyable: e.interface.is_some_and(|i| lookup.has_destroy(i)),
     }
 }
 
@@ -1095,14 +1098,7 @@ fn bind_caps(
         .into_iter()
         .map(|(host, id)| {
             let e = &c.exports[&(host, id)];
-            cap_info(
-                host,
-                id,
-                e,
-                e.interface
-                    .and_then(|i| lookup.interface_name(i))
-                    .map(str::to_string),
-            )
+            cap_info(host, id, e, lookup)
         })
         .collect()
 }

@@ -88,6 +88,11 @@ impl Clock {
         }
     }
 
+    /// The instant session time counts from.
+    pub fn origin(&self) -> Instant {
+        self.start
+    }
+
     /// Nanoseconds since the start.
     pub fn now_ns(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64

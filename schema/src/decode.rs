@@ -33,6 +33,15 @@ impl<'a> Lookup<'a> {
             .map(|i| i.name.as_str())
     }
 
+    /// True when interface `id` declares a `destroy` method: libmultiprocess clients call it
+    /// before releasing such objects, so one left undestroyed at a disconnect was leaked.
+    pub fn has_destroy(&self, id: u64) -> bool {
+        self.sets
+            .iter()
+            .find_map(|s| s.interface(id))
+            .is_some_and(|i| i.methods.iter().any(|m| m.name == "destroy"))
+    }
+
     /// The method `ordinal` of interface `id` with its interface name.
     pub fn method(&self, id: u64, ordinal: u16) -> Option<(&'a str, &'a crate::registry::Method)> {
         let i = self.sets.iter().find_map(|s| s.interface(id))?;

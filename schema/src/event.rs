@@ -147,6 +147,8 @@ pub struct CapInfo {
     pub refs: u32,
     /// True when `destroy` was called on it.
     pub destroyed: bool,
+    /// True when its interface has a `destroy` method (so not calling it is a leak).
+    pub destroyable: bool,
 }
 
 /// What happened. JSON: `"type"` is the snake_case variant name, `"data"` its fields.

@@ -4,6 +4,7 @@
 //! Producers (`mpspy-recorder`) and consumers (`mpspy-tui`, the binary's sinks) meet here and
 //! nowhere else. Nothing in this crate does I/O except loading user schema files.
 
+pub mod bitcoin;
 pub mod decode;
 pub mod encode;
 pub mod event;

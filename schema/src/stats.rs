@@ -160,8 +160,8 @@ impl Stats {
 pub fn format_ns(ns: u64) -> String {
     match ns {
         n if n < 10_000 => format!("{n}ns"),
-        n if n < 10_000_000 => format!("{:.1}µs", n as f64 / 1e3),
-        n if n < 10_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
+        n if n < 1_000_000 => format!("{:.1}µs", n as f64 / 1e3),
+        n if n < 1_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
         n => format!("{:.2}s", n as f64 / 1e9),
     }
 }

@@ -7,6 +7,7 @@ use mpspy_schema::Event;
 
 pub(crate) mod json;
 pub(crate) mod text;
+pub(crate) mod tui;
 
 /// A consumer of events.
 pub(crate) trait Sink {

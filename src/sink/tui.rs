@@ -1,0 +1,64 @@
+//! The terminal UI as a sink: events go over a bounded channel to the UI thread, which folds
+//! them and draws on its own tick.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use mpspy_schema::Event;
+use mpspy_tui::Feed;
+
+use super::Sink;
+
+/// Events queued for the UI before the sender drops (live) or waits (replay).
+const CAPACITY: usize = 16 * 1024;
+
+/// The sending side, shared by the event sink and the program-output readers.
+#[derive(Clone)]
+pub(crate) struct UiSender {
+    tx: SyncSender<Feed>,
+    /// Live sessions never wait for the UI (the decoder feeds the recording too); a replay
+    /// has no relay to protect and waits instead.
+    blocking: bool,
+    pub(crate) dropped: Arc<AtomicU64>,
+}
+
+impl UiSender {
+    /// A channel to the UI.
+    pub(crate) fn new(blocking: bool) -> (UiSender, Receiver<Feed>) {
+        let (tx, rx) = sync_channel(CAPACITY);
+        let sender = UiSender {
+            tx,
+            blocking,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (sender, rx)
+    }
+
+    /// Sends `f`; gives it back when the UI is gone.
+    pub(crate) fn send(&self, f: Feed) -> Result<(), Feed> {
+        if self.blocking {
+            return self.tx.send(f).map_err(|e| e.0);
+        }
+        match self.tx.try_send(f) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(f)) => Err(f),
+        }
+    }
+}
+
+/// Events to the UI.
+pub(crate) struct UiSink(pub(crate) UiSender);
+
+impl Sink for UiSink {
+    fn event(&mut self, e: &Event) -> io::Result<()> {
+        // The UI closing early is the user's choice, not an output error.
+        let _ = self.0.send(Feed::Event(Box::new(e.clone())));
+        Ok(())
+    }
+}
