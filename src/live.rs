@@ -324,8 +324,12 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     let mut command = program_command(args, &private, program, &tap, &ids, &relays);
     command.args(&new_args);
     if ui.is_some() {
-        // The UI owns the screen: the program's output goes to its log pane.
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        // The UI owns the screen and the keyboard: the program's output goes to its log pane,
+        // and it reads no keys meant for the UI.
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
     } else if args.json.as_deref() == Some("-") {
         // JSON Lines own stdout; the program's output must not corrupt them.
         let stderr = std::io::stderr()

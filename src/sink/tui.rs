@@ -62,3 +62,27 @@ impl Sink for UiSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_live_channel_counts_drops_and_never_waits() {
+        let (ui, rx) = UiSender::new(false);
+        let line = |n: usize| Feed::Output {
+            t_ns: 0,
+            stderr: false,
+            line: n.to_string(),
+        };
+        for n in 0..CAPACITY + 10 {
+            assert!(ui.send(line(n)).is_ok());
+        }
+        assert_eq!(ui.dropped.load(Ordering::Relaxed), 10);
+        assert_eq!(rx.try_iter().count(), CAPACITY);
+        // Once the UI is gone the item comes back, so output can go to stderr instead.
+        drop(rx);
+        assert!(matches!(ui.send(line(0)), Err(Feed::Output { .. })));
+        assert_eq!(ui.dropped.load(Ordering::Relaxed), 10);
+    }
+}

@@ -229,8 +229,12 @@ impl App {
     }
 
     fn detail_lines(&self, now_ns: u64) -> Vec<tree::TreeLine> {
-        let visible = self.visible(now_ns);
-        let Some(i) = self.selection(&visible) else {
+        self.detail(now_ns, &self.visible(now_ns))
+    }
+
+    /// The detail tree of the selection among `visible` rows.
+    pub(crate) fn detail(&self, now_ns: u64, visible: &[u64]) -> Vec<tree::TreeLine> {
+        let Some(i) = self.selection(visible) else {
             return Vec::new();
         };
         match self.state.row(visible[i]) {
@@ -556,11 +560,6 @@ impl App {
             .into_iter()
             .flat_map(|(_, rows)| rows.into_iter().map(|(n, _)| n.clone()))
             .collect()
-    }
-
-    /// The detail tree of the selection (for the view).
-    pub(crate) fn detail(&self, now_ns: u64) -> Vec<tree::TreeLine> {
-        self.detail_lines(now_ns)
     }
 }
 

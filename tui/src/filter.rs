@@ -183,12 +183,19 @@ pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
     Ok((n * scale).round() as u64)
 }
 
-/// Glob with `*` and `?`, or a substring when the pattern has neither. Both lower-case.
+/// Glob with `*` and `?`, or a substring when the pattern has neither; `pattern` is lower-case,
+/// `text` any case. No allocation: this runs for every row on every frame.
 fn like(pattern: &str, text: &str) -> bool {
     if !pattern.contains(['*', '?']) {
-        return text.contains(pattern);
+        return contains(text, pattern);
     }
     glob(pattern.as_bytes(), text.as_bytes())
+}
+
+/// ASCII case-insensitive substring test (`needle` lower-case).
+fn contains(hay: &str, needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 fn glob(p: &[u8], t: &[u8]) -> bool {
@@ -196,7 +203,7 @@ fn glob(p: &[u8], t: &[u8]) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti].to_ascii_lowercase()) {
             pi += 1;
             ti += 1;
         } else if pi < p.len() && p[pi] == b'*' {
@@ -215,10 +222,14 @@ fn glob(p: &[u8], t: &[u8]) -> bool {
 
 impl Test {
     fn matches(&self, row: &CallRow, now_ns: u64) -> bool {
-        let lc = |s: &str| s.to_lowercase();
+        let threads = || {
+            [&row.client_thread, &row.server_thread]
+                .into_iter()
+                .flatten()
+        };
         match self {
-            Test::Method(p) => like(p, &lc(&row.method)),
-            Test::Iface(p) => like(p, &lc(&row.interface)),
+            Test::Method(p) => like(p, &row.method),
+            Test::Iface(p) => like(p, &row.interface),
             Test::Status(set) => set.contains(&row.status),
             Test::Latency(cmp, limit) => {
                 let l = row.latency_ns(now_ns);
@@ -230,18 +241,12 @@ impl Test {
                 }
             }
             Test::Conn(ids) => ids.contains(&row.conn),
-            Test::Thread(s) => [&row.client_thread, &row.server_thread]
-                .into_iter()
-                .flatten()
-                .any(|t| lc(t).contains(s.as_str())),
-            Test::Cap(s) => lc(&row.target).contains(s.as_str()),
+            Test::Thread(s) => threads().any(|t| contains(t, s)),
+            Test::Cap(s) => contains(&row.target, s),
             Test::Word(w) => {
-                lc(&row.method).contains(w.as_str())
-                    || lc(&row.target).contains(w.as_str())
-                    || [&row.client_thread, &row.server_thread]
-                        .into_iter()
-                        .flatten()
-                        .any(|t| lc(t).contains(w.as_str()))
+                contains(&row.method, w)
+                    || contains(&row.target, w)
+                    || threads().any(|t| contains(t, w))
             }
         }
     }

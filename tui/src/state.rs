@@ -13,6 +13,9 @@ use mpspy_schema::stats::Stats;
 use mpspy_schema::value::Value;
 use mpspy_schema::{Event, EventKind};
 
+/// Decoded params and results kept for the list, roughly (frame sizes): a few `getBlock`
+/// results of 4 MB each must not pin gigabytes on a long session.
+const BYTES_KEPT: usize = 256 << 20;
 /// Released capabilities remembered per connection (the live ones are all kept).
 const RELEASED_KEPT: usize = 200;
 /// Log lines kept (program output and mpspy's notices).
@@ -192,6 +195,8 @@ pub(crate) struct State {
     next_id: u64,
     /// Rows that fell out of the ring.
     pub(crate) evicted: u64,
+    /// Frame bytes of the rows in the ring.
+    bytes_held: usize,
     /// Open questions: (conn, caller direction, question) → row id.
     open: HashMap<(ConnId, Direction, u32), u64>,
     pub(crate) conns: BTreeMap<ConnId, Conn>,
@@ -218,6 +223,7 @@ impl State {
             calls: VecDeque::new(),
             next_id: 0,
             evicted: 0,
+            bytes_held: 0,
             open: HashMap::new(),
             conns: BTreeMap::new(),
             stats: Stats::default(),
@@ -290,14 +296,26 @@ impl State {
         row.id = self.next_id;
         self.next_id += 1;
         self.open.insert((row.conn, row.dir, row.question), row.id);
-        if self.calls.len() == self.history
-            && let Some(old) = self.calls.pop_front()
-        {
-            self.evicted += 1;
-            self.open.retain(|_, id| *id != old.id);
-        }
+        self.bytes_held += row.bytes;
         self.calls.push_back(row);
         self.calls_total += 1;
+        self.evict();
+    }
+
+    /// Drops the oldest rows beyond the row and byte budgets (the newest always stays).
+    fn evict(&mut self) {
+        while self.calls.len() > 1
+            && (self.calls.len() > self.history || self.bytes_held > BYTES_KEPT)
+        {
+            let Some(old) = self.calls.pop_front() else {
+                break;
+            };
+            self.evicted += 1;
+            self.bytes_held -= old.bytes + old.ret.as_ref().map_or(0, |r| r.bytes);
+            if old.is_open() {
+                self.open.retain(|_, id| *id != old.id);
+            }
+        }
     }
 
     /// Folds one event in.
@@ -469,6 +487,7 @@ impl State {
                     if row.server_thread.is_none() {
                         row.server_thread = r.thread.clone();
                     }
+                    let bytes = r.bytes;
                     row.ret = Some(ReturnPart {
                         seq: e.seq,
                         t_ns: e.t_ns,
@@ -477,6 +496,8 @@ impl State {
                         cap_table: r.cap_table.clone(),
                         bytes: r.bytes,
                     });
+                    self.bytes_held += bytes;
+                    self.evict();
                 }
             }
             EventKind::Finish {
@@ -681,6 +702,27 @@ mod tests {
         assert!(s.row(0).is_none());
         let last = s.calls.back().unwrap().id;
         assert_eq!(s.row(last).unwrap().id, last);
+    }
+
+    #[test]
+    fn ring_is_bounded_by_bytes_too() {
+        let mut s = State::new(1_000_000);
+        let big = fixture::session()
+            .into_iter()
+            .find(|e| matches!(e.kind, EventKind::Call(_)))
+            .unwrap();
+        for i in 0..40u32 {
+            let mut e = big.clone();
+            if let EventKind::Call(c) = &mut e.kind {
+                c.question = i;
+                c.bytes = 16 << 20;
+            }
+            s.apply(&e);
+        }
+        assert_eq!(s.calls.len(), BYTES_KEPT / (16 << 20));
+        assert_eq!(s.evicted, 40 - s.calls.len() as u64);
+        // Evicted pending calls are forgotten, not leaked in the open table.
+        assert_eq!(s.pending(), s.calls.len());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, Wrap}
 
 use crate::app::{App, Focus, Prompt, View};
 use crate::state::{CallRow, LogSource, Status};
-use crate::tree::LineKind;
+use crate::tree::{LineKind, TreeLine};
 
 /// Below this the screen says so instead of drawing a broken layout.
 pub(crate) const MIN_WIDTH: u16 = 60;
@@ -41,11 +41,13 @@ pub fn render(frame: &mut Frame, app: &App, now_ns: u64) {
         Constraint::Length(1),
     ])
     .areas(area);
+    // Filtering walks the whole history: once a frame.
+    let visible = app.visible(now_ns);
     render_header(frame, app, header, now);
-    render_tabs(frame, app, tabs, now_ns);
+    render_tabs(frame, app, tabs, visible.len());
     app.page.set(usize::from(body.height.saturating_sub(3)));
     match app.view {
-        View::Calls => render_calls(frame, app, body, now_ns),
+        View::Calls => render_calls(frame, app, body, now_ns, &visible),
         View::Methods => render_methods(frame, app, body),
         View::Caps => render_caps(frame, app, body, now),
         View::Log => render_log(frame, app, body),
@@ -111,7 +113,7 @@ fn render_header(frame: &mut Frame, app: &App, area: Rect, now: u64) {
     );
 }
 
-fn render_tabs(frame: &mut Frame, app: &App, area: Rect, now_ns: u64) {
+fn render_tabs(frame: &mut Frame, app: &App, area: Rect, shown: usize) {
     let mut spans = Vec::new();
     for (i, v) in View::ALL.iter().enumerate() {
         let label = format!(" {} {} ", i + 1, v.title());
@@ -143,7 +145,6 @@ fn render_tabs(frame: &mut Frame, app: &App, area: Rect, now_ns: u64) {
         ));
     }
     if !app.filter.is_empty() {
-        let shown = app.visible(now_ns).len();
         spans.push(Span::styled(
             format!("  filter: {}  ({shown} rows)", app.filter.text()),
             Style::new().magenta(),
@@ -203,7 +204,7 @@ fn status_style(s: &Status) -> Style {
     }
 }
 
-fn render_calls(frame: &mut Frame, app: &App, area: Rect, now_ns: u64) {
+fn render_calls(frame: &mut Frame, app: &App, area: Rect, now_ns: u64, visible: &[u64]) {
     let now = app.now(now_ns);
     let (list_area, detail_area) = if area.height >= 16 {
         let [a, b] =
@@ -212,8 +213,7 @@ fn render_calls(frame: &mut Frame, app: &App, area: Rect, now_ns: u64) {
     } else {
         (area, None)
     };
-    let visible = app.visible(now_ns);
-    let sel = app.selection(&visible);
+    let sel = app.selection(visible);
     let height = usize::from(list_area.height.saturating_sub(3)).max(1);
     // Keep the selection in view; follow keeps the newest at the bottom.
     let mut offset = app.list_offset.get();
@@ -283,7 +283,7 @@ fn render_calls(frame: &mut Frame, app: &App, area: Rect, now_ns: u64) {
         frame.render_widget(Paragraph::new(msg).dim(), inner);
     }
     if let Some(d) = detail_area {
-        render_detail(frame, app, d, now_ns);
+        render_detail(frame, app, d, &app.detail(now_ns, visible));
     }
 }
 
@@ -321,8 +321,7 @@ fn call_row<'a>(app: &App, r: &'a CallRow, now: u64, wide: bool) -> Row<'a> {
     Row::new(cells)
 }
 
-fn render_detail(frame: &mut Frame, app: &App, area: Rect, now_ns: u64) {
-    let lines = app.detail(now_ns);
+fn render_detail(frame: &mut Frame, app: &App, area: Rect, lines: &[TreeLine]) {
     let focused = app.focus == Focus::Detail;
     let block = Block::new()
         .borders(Borders::TOP)

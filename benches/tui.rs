@@ -1,0 +1,86 @@
+//! The terminal UI keeps up: events folded per second (the UI thread's whole job between
+//! frames) and the time to draw one frame with a full history, with and without a filter.
+//! Events are the real pyclient capture decoded by the real decoder, repeated. Run with
+//! `cargo bench --bench tui`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mpspy_recorder::source::decode_pair;
+use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_schema::{Event, EventKind};
+use mpspy_tui::{App, Feed, Options};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const C2S: &[u8] =
+    include_bytes!("../tests/fixtures/captures/bitcoin-node-master/pyclient.c2s.bin");
+const S2C: &[u8] =
+    include_bytes!("../tests/fixtures/captures/bitcoin-node-master/pyclient.s2c.bin");
+
+/// The capture's events, `copies` times over as separate connections, times spread out.
+fn events(copies: u32) -> Vec<Event> {
+    let mut session = Session::new(SchemaConfig {
+        choice: mpspy_schema::sets::Choice::Auto,
+        user: Vec::new(),
+    });
+    session.set_untimed();
+    session.start("bench", None);
+    decode_pair(&mut session, 1, "bench", C2S, S2C);
+    let one: Vec<Event> = session
+        .drain()
+        .into_iter()
+        .filter(|e| !matches!(e.kind, EventKind::Session { .. }))
+        .collect();
+    let mut all = Vec::with_capacity(one.len() * copies as usize);
+    for k in 0..copies {
+        for e in &one {
+            let mut e = e.clone();
+            e.conn += k;
+            e.seq = all.len() as u64;
+            e.t_ns = all.len() as u64 * 10_000;
+            all.push(e);
+        }
+    }
+    all
+}
+
+fn filled(events: &[Event]) -> App {
+    let mut app = App::new(Options::default());
+    for e in events {
+        app.feed(Feed::Event(Box::new(e.clone())));
+    }
+    app
+}
+
+fn bench(c: &mut Criterion) {
+    let evs = events(200);
+    let mut g = c.benchmark_group("tui");
+    g.throughput(Throughput::Elements(evs.len() as u64));
+    g.bench_function("fold", |b| b.iter(|| black_box(filled(&evs))));
+    g.finish();
+
+    let mut app = filled(&events(2_000));
+    let now = app.last_event_ns();
+    let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    c.bench_function("tui/frame 200x60, full history", |b| {
+        b.iter(|| {
+            term.draw(|f| mpspy_tui::render(f, &app, now)).unwrap();
+        });
+    });
+    let key = |c| KeyEvent::new(c, KeyModifiers::NONE);
+    app.handle_key(key(KeyCode::Char('f')), now);
+    for ch in "method:Echo.* latency>10us".chars() {
+        app.handle_key(key(KeyCode::Char(ch)), now);
+    }
+    app.handle_key(key(KeyCode::Enter), now);
+    c.bench_function("tui/frame 200x60, filtered", |b| {
+        b.iter(|| {
+            term.draw(|f| mpspy_tui::render(f, &app, now)).unwrap();
+        });
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
