@@ -339,22 +339,10 @@ impl State {
                 client,
                 server,
             } => {
-                self.conns.insert(
-                    e.conn,
-                    Conn {
-                        id: e.conn,
-                        label: label.clone(),
-                        client: client.clone(),
-                        server: server.clone(),
-                        closed: None,
-                        live: BTreeMap::new(),
-                        released: VecDeque::new(),
-                        released_total: 0,
-                        left_open: Vec::new(),
-                        pending_at_close: Vec::new(),
-                        calls: 0,
-                    },
-                );
+                let conn = self.conn(e.conn);
+                conn.label = label.clone();
+                conn.client = client.clone();
+                conn.server = server.clone();
                 self.note(e, format!("connection opened: {label}"), false);
             }
             EventKind::ConnClosed {
