@@ -35,7 +35,7 @@ use std::os::windows::io::{
     AsRawHandle, AsRawSocket, FromRawHandle, FromRawSocket, OwnedHandle, RawHandle,
 };
 use std::os::windows::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -59,8 +59,9 @@ use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_MESSAGE, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, CreateProcessW, GetExitCodeProcess, INFINITE, PROCESS_INFORMATION, STARTUPINFOW,
-    TerminateProcess, WaitForMultipleObjects, WaitForSingleObject,
+    CREATE_UNICODE_ENVIRONMENT, CreateEventW, CreateProcessW, GetExitCodeProcess, INFINITE,
+    PROCESS_INFORMATION, STARTUPINFOW, TerminateProcess, WaitForMultipleObjects,
+    WaitForSingleObject,
 };
 
 use crate::win32::command_line;
@@ -230,19 +231,63 @@ impl Child {
     }
 }
 
+/// Changes to the child's environment: each name set to a value, or removed (`None`).
+pub type EnvChanges = [(String, Option<String>)];
+
+/// Our environment with `changes` applied, as a `CreateProcessW` Unicode environment block:
+/// `NAME=VALUE` strings, each NUL-terminated, sorted by name ignoring case (as Windows keeps
+/// them), and one more NUL at the end. Names compare case-insensitively, as on Windows.
+fn environment_block(changes: &EnvChanges) -> Vec<u16> {
+    let upper = |s: &OsStr| s.to_string_lossy().to_uppercase();
+    let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+        .filter(|(name, _)| {
+            !changes
+                .iter()
+                .any(|(changed, _)| upper(name) == changed.to_uppercase())
+        })
+        .collect();
+    for (name, value) in changes {
+        if let Some(value) = value {
+            vars.push((name.into(), value.into()));
+        }
+    }
+    vars.sort_by_cached_key(|(name, _)| upper(name));
+    let mut block = Vec::new();
+    for (name, value) in vars {
+        block.extend(name.encode_wide());
+        block.push(u16::from(b'='));
+        block.extend(value.encode_wide());
+        block.push(0);
+    }
+    // An empty block still needs its terminating empty string.
+    if block.is_empty() {
+        block.push(0);
+    }
+    block.push(0);
+    block
+}
+
 /// Starts `program` with the command line made from `argv` (argv0 first; see
-/// [`command_line`]), no handle inheritance, our environment and working directory.
-pub fn create_process(program: &Path, argv: &[String]) -> Result<Child, SpawnError> {
+/// [`command_line`]), no handle inheritance, our working directory, and our environment with
+/// `env` applied.
+pub fn create_process(
+    program: &Path,
+    argv: &[String],
+    env: &EnvChanges,
+) -> Result<Child, SpawnError> {
     let app = wide(program.as_os_str());
     let mut line: Vec<u16> = command_line(argv).encode_utf16().chain(Some(0)).collect();
+    // No changes: the parent's environment as it is, like libmultiprocess.
+    let block = (!env.is_empty()).then(|| environment_block(env));
     let startup = STARTUPINFOW {
         cb: size_of::<STARTUPINFOW>() as u32,
         ..Default::default()
     };
     let mut info = PROCESS_INFORMATION::default();
     // SAFETY: `app` and `line` are NUL-terminated and live across the call (CreateProcessW may
-    // write into `line`, which is why it is a mutable buffer of our own); the other pointers
-    // are null (defaults) or point at live structures of the right type.
+    // write into `line`, which is why it is a mutable buffer of our own); `block` is a
+    // well-formed Unicode environment block (flagged as such) or null; the other pointers are
+    // null (defaults) or point at live structures of the right type.
     let ok = unsafe {
         CreateProcessW(
             app.as_ptr(),
@@ -250,8 +295,12 @@ pub fn create_process(program: &Path, argv: &[String]) -> Result<Child, SpawnErr
             null(),
             null(),
             FALSE,
-            0,
-            null(),
+            if block.is_some() {
+                CREATE_UNICODE_ENVIRONMENT
+            } else {
+                0
+            },
+            block.as_ref().map_or(null(), |b| b.as_ptr().cast()),
             null(),
             &startup,
             &mut info,
@@ -421,6 +470,14 @@ impl PipeServer {
     }
 }
 
+/// The file a spawn of `name` runs: [`resolve_program`](crate::win32::resolve_program) over
+/// our `PATH`, `.exe` appended where there is no extension.
+#[must_use]
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    crate::win32::resolve_program(name, std::env::split_paths(&path), Path::is_file)
+}
+
 /// A spawned child and our end of its connection.
 #[derive(Debug)]
 pub struct Spawned {
@@ -432,9 +489,11 @@ pub struct Spawned {
 
 /// Spawns `program` the libmultiprocess way: `make_argv` gets the pipe path and returns the
 /// child's argv (argv0 first), e.g. `[path, "-ipcfd", pipe]`. Returns once the child holds its
-/// socket. `program` is the file to run (see [`crate::win32::resolve_program`]).
+/// socket. `program` is the file to run (see [`crate::win32::resolve_program`]); `env` changes
+/// the child's environment (usually empty).
 pub fn spawn(
     program: &Path,
+    env: &EnvChanges,
     make_argv: impl FnOnce(&str) -> Vec<String>,
 ) -> Result<Spawned, SpawnError> {
     let (ours, theirs) = socket_pair().map_err(|source| SpawnError::Call {
@@ -442,7 +501,7 @@ pub fn spawn(
         source,
     })?;
     let pipe = PipeServer::create(&pipe_path())?;
-    let child = create_process(program, &make_argv(pipe.path()))?;
+    let child = create_process(program, &make_argv(pipe.path()), env)?;
     let handed = pipe
         .wait_connected(&child)
         .and_then(|()| pipe.send_socket(theirs, child.id()));
@@ -616,6 +675,7 @@ mod tests {
         create_process(
             Path::new(&ping),
             &["ping".into(), "-n".into(), "600".into(), "127.0.0.1".into()],
+            &[],
         )
         .unwrap()
     }
@@ -627,6 +687,7 @@ mod tests {
         let child = create_process(
             Path::new(&cmd),
             &["cmd".into(), "/c".into(), "exit 3".into()],
+            &[],
         )
         .unwrap();
         let err = pipe.wait_connected(&child).unwrap_err();

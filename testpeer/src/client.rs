@@ -57,8 +57,6 @@ pub(crate) const DEFAULT_ECHO: &str = "hello from parent";
 impl SessionOptions {
     /// Parses `[--echo TEXT]… [--count N] [--mining] [--rpc METHOD]…
     /// [--thread-name]`.
-    // Spawning is unix-only until the Windows spawn protocol lands.
-    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let (opts, positional) = Self::parse_with_positional(args)?;
         if let Some(extra) = positional.first() {

@@ -85,8 +85,6 @@ impl Peer {
 
 /// A new `Init`: the bootstrap capability of one connection (libmultiprocess
 /// creates one per connection).
-// Serving is unix-only until the Windows spawn protocol lands.
-#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn new_init(peer: Rc<Peer>) -> init::Client {
     capnp_rpc::new_client(InitImpl {
         peer,
