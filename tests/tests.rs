@@ -10,3 +10,5 @@ mod replay;
 #[cfg(unix)]
 mod spawn;
 mod stats;
+#[cfg(windows)]
+mod windows;

@@ -470,12 +470,18 @@ impl PipeServer {
     }
 }
 
-/// The file a spawn of `name` runs: [`resolve_program`](crate::win32::resolve_program) over
-/// our `PATH`, `.exe` appended where there is no extension.
+/// The file a spawn of `name` runs: [`resolve_program`](crate::win32::resolve_program), `.exe`
+/// appended where there is no extension. A bare name is looked for in our own executable's
+/// directory and then in `PATH`, as `CreateProcess` and std's `Command` do (neither of them
+/// the current directory first: std leaves it out, and so do we).
 #[must_use]
 pub fn find_program(name: &str) -> Option<PathBuf> {
+    let own_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
     let path = std::env::var_os("PATH").unwrap_or_default();
-    crate::win32::resolve_program(name, std::env::split_paths(&path), Path::is_file)
+    let search = own_dir.into_iter().chain(std::env::split_paths(&path));
+    crate::win32::resolve_program(name, search, Path::is_file)
 }
 
 /// A spawned child and our end of its connection.

@@ -25,7 +25,6 @@ mod client;
 #[cfg(unix)]
 mod listen;
 mod net;
-#[cfg(unix)]
 pub mod runtime;
 mod schema;
 mod server;
