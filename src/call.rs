@@ -322,22 +322,12 @@ fn connect(
     _chain: Option<&str>,
     bare: bool,
 ) -> Result<Connection> {
-    use mpspy_recorder::winspawn;
-
     let Some(program) = address.strip_prefix("spawn:") else {
         bail!("unrecognized address '{address}' (on Windows so far only spawn:PROGRAM)");
     };
-    let file = winspawn::find_program(program)
-        .with_context(|| format!("spawning {program}: no such program (nor {program}.exe)"))?;
-    let spawned = winspawn::spawn(&file, &[], |pipe| {
-        let mut argv = vec![program.to_string()];
-        if !bare {
-            argv.push("-ipcfd".into());
-        }
-        argv.push(pipe.into());
-        argv
-    })
-    .with_context(|| format!("spawning {program}"))?;
+    let flag = (!bare).then_some("-ipcfd");
+    let spawned = mpspy_recorder::winspawn::spawn_program(program, flag, &[])
+        .with_context(|| format!("spawning {program}"))?;
     spawned.stream.set_nonblocking(true)?;
     Ok(Connection {
         stream: spawned.stream,

@@ -101,6 +101,12 @@ pub enum SpawnError {
         /// Bytes in the blob.
         expected: usize,
     },
+    /// Neither `NAME` nor `NAME.exe` was found where a spawn looks ([`find_program`]).
+    #[error("windows spawn: no such program: {name} (nor {name}.exe)")]
+    NotFound {
+        /// The name as given.
+        name: String,
+    },
     /// The pipe carried something other than a `WSAPROTOCOL_INFO`.
     #[error(
         "windows spawn: the pipe carried {len} bytes, not a WSAPROTOCOL_INFO \
@@ -519,6 +525,23 @@ pub fn spawn(
     Ok(Spawned {
         child,
         stream: ours,
+    })
+}
+
+/// Spawns program `name` as libmultiprocess spawns `<dir>\NAME`: the file is
+/// [`find_program`]'s, and the argv is `name` as given, then `flag` if any (Bitcoin's
+/// `-ipcfd`; none in the examples' shape), then the pipe path.
+pub fn spawn_program(
+    name: &str,
+    flag: Option<&str>,
+    env: &EnvChanges,
+) -> Result<Spawned, SpawnError> {
+    let file = find_program(name).ok_or_else(|| SpawnError::NotFound { name: name.into() })?;
+    spawn(&file, env, |pipe| {
+        let mut argv = vec![name.to_string()];
+        argv.extend(flag.map(String::from));
+        argv.push(pipe.into());
+        argv
     })
 }
 

@@ -23,9 +23,8 @@ pub(super) async fn launch(
     shape: FdArg,
     env: &ChainEnv,
 ) -> Result<(Launched, u32, Stream)> {
-    let argv0 = path.display().to_string();
-    let program = winspawn::find_program(&argv0)
-        .with_context(|| format!("spawning {argv0}: no such program (nor {argv0}.exe)"))?;
+    let name = path.display().to_string();
+    let flag = (shape == FdArg::Ipcfd).then_some("-ipcfd");
     let env: Vec<(String, Option<String>)> = match env {
         ChainEnv::Inherit => Vec::new(),
         ChainEnv::Set(rest) => vec![(SPAWN_ENV.to_string(), Some(rest.clone()))],
@@ -33,18 +32,10 @@ pub(super) async fn launch(
     };
     // The spawn blocks until the child has opened the pipe; the loop has other work (a nested
     // spawn also serves its own parent meanwhile).
-    let spawned = tokio::task::spawn_blocking(move || {
-        winspawn::spawn(&program, &env, |pipe| {
-            let mut argv = vec![argv0.clone()];
-            if shape == FdArg::Ipcfd {
-                argv.push("-ipcfd".into());
-            }
-            argv.push(pipe.to_string());
-            argv
-        })
-    })
-    .await
-    .context("spawn task")??;
+    let spawned = tokio::task::spawn_blocking(move || winspawn::spawn_program(&name, flag, &env))
+        .await
+        .context("spawn task")?
+        .with_context(|| format!("spawning {}", path.display()))?;
     let pid = spawned.child.id();
     spawned.stream.set_nonblocking(true)?;
     Ok((
