@@ -18,15 +18,6 @@ fn testpeer() -> PathBuf {
     p
 }
 
-fn call(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = mpspy().arg("call").args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn call_spawns_the_peer_through_a_named_pipe_and_decodes_the_calls() {
     let peer = testpeer();
