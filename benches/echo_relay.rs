@@ -2,10 +2,15 @@
 //! JSON and a recording, and through a plain relay (socat, where installed). Run with
 //! `cargo bench --bench echo_relay`; `ECHO_ROUND_TRIPS` sets the count (default 20000).
 
+// Unix sockets and `kill` throughout: the bench is unix-only (a stub `main` elsewhere).
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::process::{Child, Command, Stdio};
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !path.exists() {
@@ -18,8 +23,10 @@ fn wait_for(path: &Path) {
     }
 }
 
+#[cfg(unix)]
 struct Killed(Child);
 
+#[cfg(unix)]
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
@@ -27,6 +34,7 @@ impl Drop for Killed {
     }
 }
 
+#[cfg(unix)]
 fn round_trips(peer: &Path, socket: &Path, count: u32) -> String {
     let out = Command::new(peer)
         .arg("client")
@@ -62,6 +70,7 @@ fn round_trips(peer: &Path, socket: &Path, count: u32) -> String {
     )
 }
 
+#[cfg(unix)]
 fn main() {
     // `cargo bench` passes --bench; a test run (`cargo test --benches`) passes nothing useful.
     if std::env::args().any(|a| a == "--list") {
@@ -142,4 +151,9 @@ fn main() {
         println!("through socat              (socat not installed)");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("echo_relay runs on unix only (unix sockets, kill)");
 }

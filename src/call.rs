@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
@@ -224,25 +223,46 @@ fn plan_calls(set: &SchemaSet, steps: &[String]) -> Result<(Vec<Call>, Vec<Strin
     Ok((calls, names))
 }
 
-enum Connection {
-    Unix(std::os::unix::net::UnixStream),
-    Spawned(std::os::unix::net::UnixStream, std::process::Child),
+/// The connection's stream: a unix socket; on Windows, one end of the loopback TCP pair the
+/// named pipe protocol hands out.
+#[cfg(unix)]
+type StdStream = std::os::unix::net::UnixStream;
+#[cfg(unix)]
+type Stream = tokio::net::UnixStream;
+#[cfg(windows)]
+type StdStream = std::net::TcpStream;
+#[cfg(windows)]
+type Stream = tokio::net::TcpStream;
+
+/// A spawned child, waited for at the end.
+#[cfg(unix)]
+type SpawnedChild = std::process::Child;
+#[cfg(windows)]
+type SpawnedChild = mpspy_recorder::winspawn::Child;
+
+struct Connection {
+    /// Non-blocking, to be registered with tokio inside its runtime.
+    stream: StdStream,
+    child: Option<SpawnedChild>,
 }
 
 /// `unix`, `unix:PATH`, `fd:N`, `spawn:PROGRAM`.
+#[cfg(unix)]
 fn connect(
     address: &str,
     datadir: Option<&PathBuf>,
     chain: Option<&str>,
     bare: bool,
 ) -> Result<Connection> {
-    // Registered with tokio later, inside its runtime.
-    let std_stream = |s: std::os::unix::net::UnixStream| -> Result<std::os::unix::net::UnixStream> {
-        s.set_nonblocking(true)?;
-        Ok(s)
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    let connection = |stream: UnixStream, child| -> Result<Connection> {
+        stream.set_nonblocking(true)?;
+        Ok(Connection { stream, child })
     };
     if let Some(program) = address.strip_prefix("spawn:") {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
+        let (ours, theirs) = UnixStream::pair().context("socketpair")?;
         // The child's end must survive exec; ours stays close-on-exec.
         nix::fcntl::fcntl(
             &theirs,
@@ -256,7 +276,7 @@ fn connect(
         cmd.arg(theirs.as_raw_fd().to_string());
         let child = cmd.spawn().with_context(|| format!("spawning {program}"))?;
         drop(theirs);
-        return Ok(Connection::Spawned(std_stream(ours)?, child));
+        return connection(ours, Some(child));
     }
     if let Some(fd) = address.strip_prefix("fd:") {
         let n: i32 = fd
@@ -264,9 +284,7 @@ fn connect(
             .with_context(|| format!("'{address}': fd:N needs a number"))?;
         let owned =
             mpspy_recorder::fd::take_inherited_fd(n).with_context(|| format!("'{address}'"))?;
-        return Ok(Connection::Unix(std_stream(
-            std::os::unix::net::UnixStream::from(owned),
-        )?));
+        return connection(UnixStream::from(owned), None);
     }
     let path = match address {
         "unix" => {
@@ -290,16 +308,39 @@ fn connect(
             }
         },
     };
-    let s = std::os::unix::net::UnixStream::connect(&path)
-        .with_context(|| format!("connecting to {}", path.display()))?;
-    Ok(Connection::Unix(std_stream(s)?))
+    let s =
+        UnixStream::connect(&path).with_context(|| format!("connecting to {}", path.display()))?;
+    connection(s, None)
+}
+
+/// `spawn:PROGRAM`, through the named pipe protocol of libmultiprocess PR #231: PROGRAM gets
+/// `-ipcfd \\.\pipe\mp-<our pid>-<n>` (or the path alone with `--argv bare`).
+#[cfg(windows)]
+fn connect(
+    address: &str,
+    _datadir: Option<&PathBuf>,
+    _chain: Option<&str>,
+    bare: bool,
+) -> Result<Connection> {
+    let Some(program) = address.strip_prefix("spawn:") else {
+        bail!("unrecognized address '{address}' (on Windows so far only spawn:PROGRAM)");
+    };
+    let flag = (!bare).then_some("-ipcfd");
+    let spawned = mpspy_recorder::winspawn::spawn_program(program, flag, &[])
+        .with_context(|| format!("spawning {program}"))?;
+    spawned.stream.set_nonblocking(true)?;
+    Ok(Connection {
+        stream: spawned.stream,
+        child: Some(spawned.child),
+    })
 }
 
 struct Outcome {
     events: Vec<Event>,
     timings: runtime::Timings,
     error: Option<anyhow::Error>,
-    child: Option<(std::process::Child, std::process::ExitStatus)>,
+    /// How the spawned child exited.
+    child: Option<std::process::ExitStatus>,
 }
 
 fn run(
@@ -334,24 +375,15 @@ fn run(
     }));
     tap.borrow_mut().session.open(1, 0, address, None, None);
     let thread_name = format!("mpspy-{}/main", std::process::id());
-    let (stream, mut child) = match conn {
-        Connection::Unix(s) => (s, None),
-        Connection::Spawned(s, c) => (s, Some(c)),
-    };
+    let Connection { stream, mut child } = conn;
     let result = mpspy_testpeer::block_on(async {
         let tee = Tee {
-            inner: tokio::net::UnixStream::from_std(stream)?,
+            inner: Stream::from_std(stream)?,
             tap: tap.clone(),
         };
         runtime::run_chain(tee, &thread_name, &calls, repeat).await
     });
-    let child = match child.take() {
-        Some(mut c) => {
-            let status = c.wait()?;
-            Some((c, status))
-        }
-        None => None,
-    };
+    let child = child.as_mut().map(|c| c.wait()).transpose()?;
     let (timings, error) = match result {
         Ok(t) => (t, None),
         Err(e) => (runtime::Timings::default(), Some(e)),
@@ -412,7 +444,7 @@ pub(crate) fn call(args: &CallArgs) -> Result<ExitCode> {
         .into_iter()
         .rev()
         .find(|r| format!("{}.{}", r.interface, r.method) == last);
-    if let Some((_, status)) = &out.child {
+    if let Some(status) = &out.child {
         eprintln!("mpspy: child exited: {status}");
     }
     match (ret, out.error) {

@@ -1,6 +1,6 @@
 //! mpspy: see Bitcoin Core's multiprocess IPC.
 
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 mod call;
 mod cli;
 #[cfg(unix)]
@@ -66,11 +66,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Decode(args)) => decode(&args),
         Some(Command::Demo(args)) => demo(&args),
         Some(Command::Replay(args)) => replay(&args),
-        #[cfg(unix)]
+        #[cfg(any(unix, windows))]
         Some(Command::Call(args)) => call::call(&args),
-        #[cfg(unix)]
+        #[cfg(any(unix, windows))]
         Some(Command::Bench(args)) => call::bench(&args),
-        #[cfg(not(unix))]
+        #[cfg(not(any(unix, windows)))]
         Some(Command::Call(_) | Command::Bench(_)) => {
             anyhow::bail!("call and bench are not supported on this platform yet")
         }

@@ -27,15 +27,6 @@ fn listening_peer(dir: &TestDir) -> Peer {
     Peer(child, format!("unix:{}", sock.display()))
 }
 
-fn call(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = mpspy().arg("call").args(args).output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn call_chains_print_decoded_results() {
     let dir = TestDir::new("call");

@@ -9,6 +9,16 @@ pub(crate) fn mpspy() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mpspy"))
 }
 
+/// `mpspy call ARGS…`: exit code, stdout, stderr.
+pub(crate) fn call(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = mpspy().arg("call").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub(crate) fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")

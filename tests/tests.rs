@@ -12,3 +12,5 @@ mod spawn;
 mod stats;
 #[cfg(unix)]
 mod tui;
+#[cfg(windows)]
+mod windows;

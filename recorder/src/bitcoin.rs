@@ -1209,6 +1209,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// `path`, absolute on unix already, as the tests' environments make it absolute: joined to
+    /// their working directory, which is under the temp dir (Windows adds that drive).
+    pub(super) fn abs(path: &str) -> PathBuf {
+        std::env::temp_dir().join(path)
+    }
+
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
 
@@ -1412,7 +1418,7 @@ mod tests {
             bind_paths(&p),
             vec![
                 d.join("regtest/rel/x.sock"),
-                PathBuf::from("/abs/y.sock"),
+                abs("/abs/y.sock"),
                 d.join("regtest/node.sock"),
                 d.join("regtest/../up.sock"),
             ]
@@ -1694,7 +1700,13 @@ mod tests {
         assert!(matches!(e, BitcoinArgsError::DatadirMissing(_)), "{e:?}");
         assert_eq!(
             e.to_string(),
-            "-datadir: directory /nonexistent/mpspy-test does not exist"
+            format!(
+                "-datadir: directory {} does not exist",
+                // In the message as the OS spells it (Windows: backslashes only).
+                std::path::absolute(abs("/nonexistent/mpspy-test"))
+                    .unwrap()
+                    .display()
+            )
         );
         let e = err("bitcoin-cli", &["-datadir=rel-missing"], &env);
         assert_eq!(
@@ -1806,7 +1818,7 @@ mod tests {
         );
         assert_eq!(
             cli(&["-ipcconnect=unix:/abs/n.sock", "getblockcount"], &env).connect,
-            Some(PathBuf::from("/abs/n.sock"))
+            Some(abs("/abs/n.sock"))
         );
         // The last one wins; a negation turns IPC off.
         assert_eq!(
@@ -2081,6 +2093,11 @@ mod tests {
         assert_eq!(rewrite(&a, &p, &[], Some(&private)), a);
     }
 
+    /// `<root>/<rel>` as a program file: `.exe` on Windows.
+    fn exe(root: &Path, rel: &str) -> PathBuf {
+        root.join(format!("{rel}{}", std::env::consts::EXE_SUFFIX))
+    }
+
     /// A fake install: `<root>/bin/bitcoin`, `<root>/bin/bitcoind`, `<root>/libexec/bitcoin-node`.
     fn fake_tree(t: &TempDir) -> PathBuf {
         let root = fs::canonicalize(t.path()).unwrap();
@@ -2095,7 +2112,10 @@ mod tests {
             "libexec/bitcoin-node",
             "libexec/bitcoin-gui",
         ] {
-            t.write(f, "#!/bin/sh\n");
+            t.write(
+                &format!("{f}{}", std::env::consts::EXE_SUFFIX),
+                "#!/bin/sh\n",
+            );
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -2115,67 +2135,67 @@ mod tests {
         assert_eq!(
             w(&["node", "-regtest", "-ipcbind=unix"]),
             Some((
-                root.join("libexec/bitcoin-node"),
+                exe(&root, "libexec/bitcoin-node"),
                 args(&["-regtest", "-ipcbind=unix"])
             ))
         );
         assert_eq!(
             w(&["node", "-ipcconnect=unix"]).unwrap().0,
-            root.join("libexec/bitcoin-node")
+            exe(&root, "libexec/bitcoin-node")
         );
         assert_eq!(
             w(&["node", "-noipcbind"]).unwrap().0,
-            root.join("libexec/bitcoin-node")
+            exe(&root, "libexec/bitcoin-node")
         );
         assert_eq!(
             w(&["-m", "node"]),
-            Some((root.join("libexec/bitcoin-node"), vec![]))
+            Some((exe(&root, "libexec/bitcoin-node"), vec![]))
         );
         assert_eq!(
             w(&["--multiprocess", "node"]).unwrap().0,
-            root.join("libexec/bitcoin-node")
+            exe(&root, "libexec/bitcoin-node")
         );
         // Monolithic: bitcoind is not in libexec/, so the one next to the wrapper.
         assert_eq!(
             w(&["node", "-regtest"]),
-            Some((root.join("bin/bitcoind"), args(&["-regtest"])))
+            Some((exe(&root, "bin/bitcoind"), args(&["-regtest"])))
         );
         assert_eq!(
             w(&["-M", "node", "-ipcbind=unix"]).unwrap().0,
-            root.join("bin/bitcoind")
+            exe(&root, "bin/bitcoind")
         );
         // -ipcbind after a positional argument is not an option.
         assert_eq!(
             w(&["node", "x", "-ipcbind=unix"]).unwrap().0,
-            root.join("bin/bitcoind")
+            exe(&root, "bin/bitcoind")
         );
-        assert_eq!(w(&["gui"]).unwrap().0, root.join("bin/bitcoin-qt"));
+        assert_eq!(w(&["gui"]).unwrap().0, exe(&root, "bin/bitcoin-qt"));
         assert_eq!(
             w(&["-m", "gui"]).unwrap().0,
-            root.join("libexec/bitcoin-gui")
+            exe(&root, "libexec/bitcoin-gui")
         );
         assert_eq!(
             w(&["rpc", "-regtest", "getblockcount"]),
             Some((
-                root.join("bin/bitcoin-cli"),
+                exe(&root, "bin/bitcoin-cli"),
                 args(&["-named", "-regtest", "getblockcount"])
             ))
         );
         assert_eq!(
             w(&["wallet", "info"]).unwrap().0,
-            root.join("bin/bitcoin-wallet")
+            exe(&root, "bin/bitcoin-wallet")
         );
         assert_eq!(
             w(&["tx", "-create"]).unwrap().0,
-            root.join("bin/bitcoin-tx")
+            exe(&root, "bin/bitcoin-tx")
         );
         assert_eq!(
             w(&["util", "grind"]).unwrap().0,
-            root.join("bin/bitcoin-util")
+            exe(&root, "bin/bitcoin-util")
         );
         // Options after the command belong to the target.
         assert_eq!(w(&["rpc", "-h"]).unwrap().1, args(&["-named", "-h"]));
-        assert_eq!(w(&["", "tx"]).unwrap().0, root.join("bin/bitcoin-tx"));
+        assert_eq!(w(&["", "tx"]).unwrap().0, exe(&root, "bin/bitcoin-tx"));
 
         for a in [
             &[][..],
@@ -2243,24 +2263,26 @@ mod tests {
         let t = TempDir::new("wrapconf");
         let root = fake_tree(&t);
         let env = t.env();
-        t.datadir();
-        t.write("home/.bitcoin/bitcoin.conf", "[regtest]\nipcbind=unix\n");
+        // The wrapper reads the config where this platform's bitcoin-node would.
+        let conf = default_datadir(Os::CURRENT, &env).join("bitcoin.conf");
+        fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        fs::write(&conf, "[regtest]\nipcbind=unix\n").unwrap();
         let wrapper = root.join("bin/bitcoin");
         let w = |a: &[&str]| {
             wrapper_target_with_env(&args(a), &wrapper, None, &env)
                 .unwrap()
                 .0
         };
-        assert_eq!(w(&["node", "-regtest"]), root.join("libexec/bitcoin-node"));
+        assert_eq!(w(&["node", "-regtest"]), exe(&root, "libexec/bitcoin-node"));
         assert_eq!(
             w(&["node"]),
-            root.join("bin/bitcoind"),
+            exe(&root, "bin/bitcoind"),
             "the [regtest] section only counts on regtest"
         );
-        assert_eq!(w(&["-M", "node", "-regtest"]), root.join("bin/bitcoind"));
+        assert_eq!(w(&["-M", "node", "-regtest"]), exe(&root, "bin/bitcoind"));
         // Without the environment only the arguments count.
         let target = wrapper_target(&args(&["node", "-regtest"]), &wrapper, None);
-        assert_eq!(target.unwrap().0, root.join("bin/bitcoind"));
+        assert_eq!(target.unwrap().0, exe(&root, "bin/bitcoind"));
     }
 }
 
@@ -2284,7 +2306,7 @@ mod other_programs {
             "-loglevel=trace".into(),
         ];
         let p = plan("sv2-tp", &args, &env(), true).unwrap();
-        assert_eq!(p.connect.as_deref(), Some(Path::new("/tmp/x/node.sock")));
+        assert_eq!(p.connect, Some(super::tests::abs("/tmp/x/node.sock")));
         assert!(
             p.binds.is_empty(),
             "never a default bind for other programs"
@@ -2293,7 +2315,7 @@ mod other_programs {
         let args: Vec<String> = vec!["-ipcbind=unix:/tmp/y/peer.sock".into()];
         let p = plan("mpspy-testpeer", &args, &env(), true).unwrap();
         assert_eq!(p.binds.len(), 1);
-        assert_eq!(p.binds[0].path, Path::new("/tmp/y/peer.sock"));
+        assert_eq!(p.binds[0].path, super::tests::abs("/tmp/y/peer.sock"));
         assert!(p.connect.is_none(), "no implicit -ipcconnect=auto");
         let out = rewrite(&args, &p, &[PathBuf::from("/private/b.sock")], None);
         assert_eq!(out, ["-ipcbind=unix:/private/b.sock"]);

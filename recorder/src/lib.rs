@@ -19,5 +19,11 @@ pub mod shim;
 pub mod source;
 pub mod state;
 pub mod tap;
+pub mod win32;
+// Named pipes, CreateProcess without inheritance and socket duplication have no safe
+// wrappers in std; every Win32 call of the spawn protocol is in this one audited module.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub mod winspawn;
 
 pub use state::{SchemaConfig, Session};

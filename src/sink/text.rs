@@ -30,6 +30,8 @@ impl<W: Write> TextLines<W> {
         }
     }
 
+    // Only the live runner uses it, and that is unix-only so far.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn brief(mut self, brief: bool) -> Self {
         self.brief = brief;
         self

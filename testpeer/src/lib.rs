@@ -8,6 +8,7 @@
 //! ```text
 //! mpspy-testpeer -ipcbind=unix[:PATH]… [-datadir=DIR] [-regtest|-chain=NAME|…]   listen (server)
 //! mpspy-testpeer -ipcfd N                                                        serve an inherited socket
+//! mpspy-testpeer -ipcfd \\.\pipe\mp-PID-N                                         the same on Windows (PR #231)
 //! mpspy-testpeer N                                                               the same, libmultiprocess-examples style
 //! mpspy-testpeer -spawn NAME [--echo TEXT]…                                      spawn NAME -ipcfd N, be its client
 //! mpspy-testpeer -spawn-bare NAME [--echo TEXT]…                                 spawn NAME N (like mpexample), be its client
@@ -24,11 +25,9 @@ mod client;
 #[cfg(unix)]
 mod listen;
 mod net;
-#[cfg(unix)]
 pub mod runtime;
 mod schema;
 mod server;
-#[cfg(unix)]
 mod spawn;
 
 use std::ffi::OsString;
@@ -46,6 +45,7 @@ usage:
       listen like bitcoin-node; the bootstrap capability is Init
   mpspy-testpeer -ipcfd N
       serve Init on inherited socket fd N; exit when it closes
+      (Windows: -ipcfd \\\\.\\pipe\\mp-PID-N, the socket comes through that pipe)
       (with MPSPY_TESTPEER_SPAWN=NAME[,NAME…] also spawn NAME and be its client)
   mpspy-testpeer N
       the same, with the fd as the only argument (like mpprinter/mpcalculator)
@@ -88,8 +88,9 @@ fn run(args: &[OsString]) -> Result<ExitCode> {
         let fd = args[2].to_string_lossy();
         return serve_fd(&fd);
     }
-    // The libmultiprocess examples' shape (`mpprinter <fd>`): exactly one argument, all digits.
-    if args.len() == 2 && is_fd_number(&args[1]) {
+    // The libmultiprocess examples' shape (`mpprinter <fd>`): exactly one argument, all digits
+    // (on Windows, a pipe path).
+    if args.len() == 2 && is_connect_info(&args[1]) {
         return serve_fd(&args[1].to_string_lossy());
     }
     let rest: Vec<String> = args
@@ -140,17 +141,26 @@ pub(crate) enum FdArg {
     Bare,
 }
 
-fn is_fd_number(arg: &OsString) -> bool {
+#[cfg(unix)]
+fn is_connect_info(arg: &OsString) -> bool {
     arg.to_str()
         .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
 }
 
-#[cfg(unix)]
+/// A local named pipe path, `\\.\pipe\…` (either separator, any case, as Windows takes it).
+#[cfg(windows)]
+fn is_connect_info(arg: &OsString) -> bool {
+    arg.to_str().is_some_and(|s| {
+        s.get(..9)
+            .is_some_and(|p| mpspy_recorder::win32::same_path(p, r"\\.\pipe\"))
+            && s.len() > 9
+    })
+}
+
 fn serve_fd(fd: &str) -> Result<ExitCode> {
     block_on(spawn::serve_inherited(fd))
 }
 
-#[cfg(unix)]
 fn spawn_parent(args: &[String], shape: FdArg) -> Result<ExitCode> {
     let Some((name, rest)) = args.split_first() else {
         bail!("-spawn needs an executable name\n{USAGE}");
@@ -163,16 +173,6 @@ fn spawn_parent(args: &[String], shape: FdArg) -> Result<ExitCode> {
 fn listen_node(args: &[String]) -> Result<ExitCode> {
     let opts = listen::NodeOptions::parse(args)?;
     block_on(listen::run(opts))
-}
-
-#[cfg(not(unix))]
-fn serve_fd(_fd: &str) -> Result<ExitCode> {
-    bail!("-ipcfd is only supported on unix")
-}
-
-#[cfg(not(unix))]
-fn spawn_parent(_args: &[String], _shape: FdArg) -> Result<ExitCode> {
-    bail!("-spawn is only supported on unix")
 }
 
 #[cfg(not(unix))]

@@ -1,16 +1,17 @@
-//! Spawning the Bitcoin way (protocol digest §5.1–5.2), both ends.
+//! Spawning the Bitcoin way (protocol digest §5.1–5.4), both ends.
 //!
-//! Parent: `socketpair(AF_UNIX, SOCK_STREAM)`, run
-//! `<dirname(argv0)>/NAME -ipcfd <child's fd>` with the child's end
-//! inherited, close our copy of that end, and be the RPC client on ours.
+//! Parent: run `<dirname(argv0)>/NAME -ipcfd <connect info>` with a fresh connection's other
+//! end, and be the RPC client on ours. On unix the connect info is the number of an inherited
+//! socketpair end ([`unix`]); on Windows it is a named pipe through which the child receives a
+//! loopback TCP socket ([`windows`], libmultiprocess PR #231).
 //!
-//! Child (`-ipcfd N`): serve `Init` on fd N; exit when the connection closes.
+//! Child (`-ipcfd INFO`): serve `Init` on that connection; exit when it closes.
 //!
-//! `-spawn-bare NAME` spawns `<dirname(argv0)>/NAME N` instead (the libmultiprocess examples'
-//! shape, §5.3), and a child started as `NAME N` serves just like `-ipcfd N`.
+//! `-spawn-bare NAME` spawns `<dirname(argv0)>/NAME INFO` instead (the libmultiprocess examples'
+//! shape, §5.3), and a child started as `NAME INFO` serves just like `-ipcfd INFO`.
 //!
-//! Nested spawns (parent → child → grandchild, each link its own socketpair):
-//! the child's argv must stay exactly `NAME -ipcfd N`, so the request travels
+//! Nested spawns (parent → child → grandchild, each link its own connection):
+//! the child's argv must stay exactly `NAME -ipcfd INFO`, so the request travels
 //! in the environment instead. A `-ipcfd` child that finds
 //! `MPSPY_TESTPEER_SPAWN=NAME[,NAME…]` spawns the first NAME (relative to its
 //! own argv0, like any spawn) with the rest of the list in the same variable
@@ -21,23 +22,27 @@
 //! `MPSPY_TESTPEER_SPAWN=mpspy-testpeer mpspy-testpeer -spawn mpspy-testpeer`
 //! gives three processes.
 
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as sys;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as sys;
+
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use capnp_rpc::rpc_twoparty_capnp::Side;
-use tokio::signal::unix::{SignalKind, signal};
 
+use crate::FdArg;
 use crate::client::{self, SessionOptions};
 use crate::net;
 use crate::server::{Peer, new_init};
-use crate::{EXE_NAME, FdArg};
 
 /// The environment variable that asks a `-ipcfd` child to spawn further.
 pub(crate) const SPAWN_ENV: &str = "MPSPY_TESTPEER_SPAWN";
@@ -76,7 +81,7 @@ fn child_path(argv0: &OsStr, name: &str) -> PathBuf {
     }
 }
 
-/// Spawns `name -ipcfd N` (or `name N`), runs the client session on our end,
+/// Spawns `name -ipcfd INFO` (or `name INFO`), runs the client session on our end,
 /// closes it, waits for the child and reports its exit like Bitcoin's log line.
 async fn spawn_and_run(
     name: &str,
@@ -86,37 +91,9 @@ async fn spawn_and_run(
 ) -> Result<()> {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let path = child_path(&argv0, name);
-
-    let (ours, theirs) = UnixStream::pair().context("socketpair")?;
-    // std creates both ends close-on-exec; the child's end must survive exec.
-    // Our end stays close-on-exec so the child never holds it. This process
-    // spawns from one thread only, so no other child can inherit `theirs` in
-    // the window before it is closed below.
-    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
-        .context("clearing FD_CLOEXEC on the child's socket")?;
-    let mut cmd = tokio::process::Command::new(&path);
-    if shape == FdArg::Ipcfd {
-        cmd.arg("-ipcfd");
-    }
-    cmd.arg(theirs.as_raw_fd().to_string());
-    match env {
-        ChainEnv::Inherit => {}
-        ChainEnv::Set(rest) => {
-            cmd.env(SPAWN_ENV, rest);
-        }
-        ChainEnv::Remove => {
-            cmd.env_remove(SPAWN_ENV);
-        }
-    }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("spawning {}", path.display()))?;
-    drop(theirs);
-    let pid = child.id().unwrap_or_default();
+    let (mut child, pid, stream) = sys::launch(&path, shape, &env).await?;
     println!("Process {name} pid {pid} launched");
 
-    ours.set_nonblocking(true)?;
-    let stream = tokio::net::UnixStream::from_std(ours)?;
     // The session closes the connection when it ends, successfully or not;
     // the child exits on EOF.
     let session = client::run_over(stream, opts).await;
@@ -129,10 +106,9 @@ async fn spawn_and_run(
             child.wait().await.context("waiting for the child")?
         }
     };
-    // Bitcoin logs the raw waitpid status (exit code << 8 for a normal exit).
     println!(
         "Process {name} pid {pid} exited with status {}",
-        status.into_raw()
+        sys::raw_status(status)
     );
     session.with_context(|| format!("client session with {name}"))?;
     if !status.success() {
@@ -141,26 +117,11 @@ async fn spawn_and_run(
     Ok(())
 }
 
-/// `mpspy-testpeer -ipcfd N`: serve Init on inherited fd N until the parent
-/// closes the connection.
+/// `mpspy-testpeer -ipcfd INFO`: serve Init on the connection the parent handed us until it
+/// closes it.
 pub(crate) async fn serve_inherited(arg: &str) -> Result<ExitCode> {
-    let fd: RawFd = arg
-        .parse()
-        .ok()
-        .filter(|fd| *fd >= 0)
-        .ok_or_else(|| anyhow!("Invalid -ipcfd number '{arg}'"))?;
-    let stream = adopt_inherited(fd).with_context(|| format!("Invalid -ipcfd number '{arg}'"))?;
-    stream.set_nonblocking(true)?;
-    let stream = tokio::net::UnixStream::from_std(stream)?;
-
-    // bitcoin-node children ignore Ctrl-C (the terminal signals the whole
-    // process group) and wait for their parent to close the connection.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    tokio::task::spawn_local(async move {
-        while sigint.recv().await.is_some() {
-            eprintln!("[{EXE_NAME}] SIGINT received — waiting for parent to shut down.");
-        }
-    });
+    let stream = sys::adopt(arg)?;
+    sys::keep_serving_on_interrupt()?;
 
     let nested = nested_spawn().map(|(name, env)| {
         tokio::task::spawn_local(async move {
@@ -191,34 +152,6 @@ fn nested_spawn() -> Option<(String, ChainEnv)> {
         ChainEnv::Set(rest.to_string())
     };
     Some((first.to_string(), env))
-}
-
-/// Takes fd `fd`, inherited from the parent, as a socket.
-///
-/// Without `unsafe` there is no way to claim a raw fd number, so this asks
-/// the kernel for a duplicate through our own pidfd (`pidfd_getfd`, Linux
-/// 5.6+; always permitted on oneself). The duplicate is close-on-exec. The
-/// original number stays open (and inheritable) for the life of the process,
-/// which keeps the connection up until we exit; we exit once the peer closes
-/// it, and a nested grandchild that inherits the number is waited for before
-/// that.
-#[cfg(target_os = "linux")]
-fn adopt_inherited(fd: RawFd) -> Result<UnixStream> {
-    use rustix::process::{PidfdFlags, PidfdGetfdFlags, getpid, pidfd_getfd, pidfd_open};
-    let me = pidfd_open(getpid(), PidfdFlags::empty()).context("pidfd_open")?;
-    let owned: OwnedFd = pidfd_getfd(&me, fd, PidfdGetfdFlags::empty())
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("fd {fd} is not open"))?;
-    let file = std::fs::File::from(owned);
-    if !file.metadata()?.file_type().is_socket() {
-        bail!("fd {fd} is not a socket");
-    }
-    Ok(UnixStream::from(OwnedFd::from(file)))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn adopt_inherited(_fd: RawFd) -> Result<UnixStream> {
-    bail!("-ipcfd needs Linux (pidfd_getfd) in this build")
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! End-to-end tests of mpspy-testpeer: real processes on real unix sockets
 //! and socketpairs.
+#![cfg(unix)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
