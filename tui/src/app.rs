@@ -312,17 +312,40 @@ impl App {
             _ => match self.view {
                 View::Calls => self.calls_key(key, now_ns),
                 View::Methods => {
-                    let n = self.method_names().len();
-                    self.method_sel = step(self.method_sel, n, key, self.page.get());
+                    let names = self.method_names();
+                    if key.code == KeyCode::Enter {
+                        if let Some(name) = names.get(self.method_sel) {
+                            self.show_calls(&format!("method:{name}"));
+                        }
+                    } else {
+                        self.method_sel = step(self.method_sel, names.len(), key, self.page.get());
+                    }
                 }
                 View::Caps => {
-                    let n = self.state.conns.len();
-                    self.conn_sel = step(self.conn_sel, n, key, self.page.get());
+                    if key.code == KeyCode::Enter {
+                        if let Some(id) = self.state.conns.keys().nth(self.conn_sel) {
+                            self.show_calls(&format!("conn:{id}"));
+                        }
+                    } else {
+                        let n = self.state.conns.len();
+                        self.conn_sel = step(self.conn_sel, n, key, self.page.get());
+                    }
                 }
                 View::Log => self.log_key(key),
             },
         }
         Action::None
+    }
+
+    /// Enter on a method or a connection: the calls screen, filtered to it.
+    fn show_calls(&mut self, filter: &str) {
+        if let Ok(f) = Filter::parse(filter) {
+            self.filter = f;
+            self.view = View::Calls;
+            self.focus = Focus::List;
+            self.selected = None;
+            self.list_offset.set(0);
+        }
     }
 
     fn cycle_view(&mut self, by: usize) {

@@ -183,3 +183,22 @@ fn pending_latency_ticks_with_now() {
     );
     assert!(at(3_140_000_000).contains("3.00s…"));
 }
+
+#[test]
+fn enter_on_a_method_or_a_connection_filters_the_calls() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('2'));
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Enter);
+    let screen = draw(&a, 120, 30);
+    assert!(
+        screen.contains("filter: method:Echo.echo  (3 rows)"),
+        "{screen}"
+    );
+    key(&mut a, KeyCode::Char('3'));
+    key(&mut a, KeyCode::Enter);
+    let screen = draw(&a, 120, 30);
+    assert!(screen.contains("filter: conn:1  (3 rows)"), "{screen}");
+    assert!(screen.contains("Rpc.executeRpc"), "{screen}");
+}

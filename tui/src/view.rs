@@ -185,7 +185,12 @@ fn render_footer(frame: &mut Frame, app: &App, area: Rect) {
                 (View::Calls, Focus::List) => {
                     "↑↓ select  enter detail  r return  f filter  / search  space pause  End follow  1-4 views  ? help  q quit"
                 }
-                _ => "↑↓ select  1-4 views  tab next  f filter  / search  ? help  q quit",
+                (View::Methods | View::Caps, _) => {
+                    "↑↓ select  enter its calls  1-4 views  tab next  f filter  / search  ? help  q quit"
+                }
+                _ => {
+                    "↑↓ scroll  End newest  1-4 views  tab next  f filter  / search  ? help  q quit"
+                }
             };
             Line::from(Span::styled(keys, Style::new().dim()))
         }
@@ -699,6 +704,7 @@ fn render_log(frame: &mut Frame, app: &App, area: Rect) {
 
 const HELP: &str = "\
 views     1 calls  2 methods  3 capabilities  4 log   tab/shift-tab cycle
+          enter on a method or a connection: its calls (filtered)
 calls     ↑↓ j k  PgUp PgDn  g/Home first  G/End follow newest  esc follow
           enter/→ detail  r jump call ↔ return  space pause/resume
 detail    ↑↓ move  enter/space fold  → unfold  ← fold or parent  esc back
