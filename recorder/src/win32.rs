@@ -1,7 +1,7 @@
 //! Windows' rules for command lines, program names and paths, as plain string functions.
 //!
 //! They are compiled and unit-tested on every platform (Windows paths are just strings here, so
-//! `C:\x` means the same on Linux), and used by the Windows spawn code ([`crate::winspawn`]).
+//! `C:\x` means the same on Linux), and used by the Windows spawn code (`crate::winspawn`, Windows only).
 //!
 //! - [`command_line`]: libmultiprocess builds the child's command line from its argv with the
 //!   quoting that `CommandLineToArgvW` undoes (protocol README §5.4), so the child sees the

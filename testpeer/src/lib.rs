@@ -18,7 +18,7 @@
 //! Nested spawns: a `-ipcfd` child whose environment has
 //! `MPSPY_TESTPEER_SPAWN=NAME[,NAME…]` spawns the first NAME itself (passing
 //! the rest on in the same variable) and runs the client session against it
-//! while it serves its own parent. See [`spawn`].
+//! while it serves its own parent. See the `spawn` module.
 
 mod blocks;
 mod client;
