@@ -14,11 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use mpspy_recorder::Session;
 use mpspy_recorder::bitcoin::{self, Role};
 use mpspy_recorder::relay::{self, ConnIds, ConnInfo, Relays};
 use mpspy_recorder::tap::{Clock, Tap};
@@ -29,13 +27,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::RunArgs;
+use crate::live_common;
 use mpspy_tui::{Action, App, Feed, Timebase};
 
 use crate::pipeline::Outputs;
 use crate::sink::tui::{UiSender, UiSink};
-
-/// Frames queued for the decoder before the relay starts dropping copies.
-const TAP_CAPACITY: usize = 64 * 1024;
 
 /// Removes what mpspy created, whatever way the run ends.
 struct Cleanup {
@@ -185,13 +181,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
 
     let config = crate::schema_config(&args.schema)?;
     let clock = Clock::start();
-    let mut outputs = Outputs::new();
-    if let Some(path) = &args.record {
-        outputs.record(path, &config.choice.to_string(), clock.start_unix_ns)?;
-    }
-    if let Some(target) = &args.json {
-        outputs.json(target, true)?;
-    }
+    let mut outputs = live_common::outputs(args, &config, &clock)?;
     let ui = use_tui(args).then(|| UiSender::new(false));
     if let Some((sender, _)) = &ui {
         outputs.add(Box::new(UiSink(sender.clone())));
@@ -206,7 +196,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     let private = private_dir()?;
     cleanup.private_dir = Some(private.clone());
 
-    let (tap, mut rx) = Tap::new(TAP_CAPACITY, clock);
+    let (tap, rx) = Tap::new(live_common::TAP_CAPACITY, clock);
     let ids = ConnIds::default();
     let relays = Relays::default();
     let mut private_binds = Vec::new();
@@ -305,20 +295,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         None => bitcoin::rewrite(pargs, &plan, &private_binds, private_connect.as_deref()),
     };
 
-    let mut session = Session::new(config);
-    session.start("live", Some(clock.start_unix_ns));
-    for e in session.drain() {
-        outputs.event(&e);
-    }
-    let decoder = thread::Builder::new()
-        .name("mpspy-decode".into())
-        .spawn(move || {
-            while let Some(item) = rx.recv(&clock) {
-                outputs.item(&mut session, &item);
-            }
-            outputs.finish();
-            outputs
-        })?;
+    let decoder = live_common::start_decoder(config, clock, rx, outputs)?;
 
     let origin = clock.origin();
     let mut command = program_command(args, &private, program, &tap, &ids, &relays);
@@ -372,28 +349,8 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     let ui_feed = ui.as_ref().map(|(sender, _)| sender.clone());
     let finish = move || -> Result<(std::process::ExitStatus, String, Outputs)> {
         let status = child.wait().context("waiting for the program")?;
-        let how = match (status.code(), status.signal()) {
-            (Some(c), _) => format!("{name} exited with status {c}"),
-            (None, Some(s)) => format!("{name} was killed by signal {s}"),
-            _ => format!("{name} exited"),
-        };
-        // Let bytes already in flight reach their peers before closing what is left.
-        let mut waited = 0;
-        while relays.count() > 0 && waited < 20 {
-            thread::sleep(Duration::from_millis(25));
-            waited += 1;
-        }
-        relays.close_all(&how);
-        while relays.count() > 0 && waited < 80 {
-            thread::sleep(Duration::from_millis(25));
-            waited += 1;
-        }
-        // Closed notices are queued by the connection threads; give them a moment.
-        thread::sleep(Duration::from_millis(50));
-        tap.finish();
-        let outputs = decoder
-            .join()
-            .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?;
+        let how = live_common::describe_exit(&name, status);
+        let outputs = live_common::end_session(&relays, &how, &tap, decoder)?;
         if let Some(ui) = &ui_feed {
             let _ = ui.send(Feed::Ended(how.clone()));
         }
@@ -432,25 +389,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     let _ = forwarder.join();
     drop(cleanup);
 
-    if !args.quiet {
-        if !outputs.stats.methods.is_empty() {
-            eprintln!(
-                "\nmpspy: {how}; per-method summary:\n{}",
-                outputs.stats.table()
-            );
-        } else {
-            eprintln!("mpspy: {how}; no IPC calls seen");
-        }
-        if outputs.dropped > 0 {
-            eprintln!(
-                "mpspy: {} events were dropped because decoding fell behind",
-                outputs.dropped
-            );
-        }
-    }
-    if let Some(e) = outputs.error {
-        eprintln!("mpspy: warning: {e:#}");
-    }
+    live_common::print_summary(args.quiet, &how, &outputs);
     Ok(match (status.code(), status.signal()) {
         (Some(c), _) => ExitCode::from(c as u8),
         (None, Some(s)) => ExitCode::from(128u8.wrapping_add(s as u8)),

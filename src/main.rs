@@ -5,9 +5,15 @@ mod call;
 mod cli;
 #[cfg(unix)]
 mod live;
+#[cfg(any(unix, windows))]
+mod live_common;
+#[cfg(windows)]
+mod live_windows;
 mod pipeline;
 #[cfg(unix)]
 mod shim;
+#[cfg(windows)]
+mod shim_windows;
 mod sink;
 
 use std::io::{self, IsTerminal};
@@ -36,6 +42,10 @@ fn main() -> ExitCode {
     #[cfg(unix)]
     if shim::invoked_as_shim(&argv) {
         return shim::run(&argv);
+    }
+    #[cfg(windows)]
+    if shim_windows::invoked_as_shim() {
+        return shim_windows::run(&argv);
     }
     if argv
         .first()
@@ -77,7 +87,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Stats(args)) => stats(&args),
         #[cfg(unix)]
         None => live::run(&cli.run),
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        None => live_windows::run(&cli.run),
+        #[cfg(not(any(unix, windows)))]
         None => {
             anyhow::bail!("running a program under mpspy is not supported on this platform yet")
         }

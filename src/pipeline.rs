@@ -59,8 +59,6 @@ impl Outputs {
     }
 
     /// Readable lines on stderr (`brief`: only calls, returns, releases, connections, problems).
-    // Only the live runner uses it, and that is unix-only so far.
-    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn text_stderr(&mut self, brief: bool) {
         self.sinks
             .push(Box::new(TextLines::new(io::stderr(), true).brief(brief)));
@@ -73,8 +71,6 @@ impl Outputs {
     }
 
     /// `--record FILE`: created now, so a bad path fails before anything starts.
-    // Only the live runner uses it, and that is unix-only so far.
-    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn record(&mut self, path: &Path, schemas: &str, start_unix_ns: u64) -> Result<()> {
         let r = Recorder::create(path, schemas, start_unix_ns)
             .with_context(|| format!("--record {}", path.display()))?;

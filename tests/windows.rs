@@ -102,3 +102,196 @@ fn a_child_that_exits_before_connecting_is_a_clear_error() {
     assert_eq!(code, Some(2));
     assert!(err.contains("no such program"), "{err}");
 }
+
+/// `mpspy --json FILE -q -- mpspy-testpeer PEER_ARGS` with `env`: the output (stdout is the
+/// program's own) and the events.
+fn run_spawning_peer(
+    tag: &str,
+    peer_args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Output, Vec<Value>) {
+    let json = std::env::temp_dir().join(format!("mpspy-win-{tag}-{}.jsonl", std::process::id()));
+    let child = mpspy()
+        .envs(env.iter().copied())
+        .arg("--json")
+        .arg(&json)
+        .arg("-q")
+        .arg("--")
+        .arg(testpeer())
+        .args(peer_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let private = std::env::temp_dir().join(format!("mpspy-{}-0", child.id()));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !private.exists(),
+        "the stand-ins and their directory are removed: {}",
+        private.display()
+    );
+    let events = json_lines(&std::fs::read(&json).unwrap_or_default());
+    let _ = std::fs::remove_file(&json);
+    (out, events)
+}
+
+/// The methods called on connection `conn`, in order.
+fn calls_on(ev: &[Value], conn: &Value) -> Vec<String> {
+    let mine: Vec<Value> = ev.iter().filter(|e| e["conn"] == *conn).cloned().collect();
+    call_names(&mine)
+}
+
+/// The program's stdout with pids masked (they differ between runs) and CRLF as LF.
+fn masked(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            l.split(' ')
+                .map(|w| {
+                    if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) {
+                        "N"
+                    } else {
+                        w
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const SESSION: [&str; 5] = [
+    "Init.construct",
+    "ThreadMap.makeThread",
+    "Init.makeEcho",
+    "Echo.echo",
+    "Echo.destroy",
+];
+
+#[test]
+fn mpspy_relays_a_spawned_child_and_the_program_sees_no_difference() {
+    let peer_args = ["-spawn", "mpspy-testpeer", "--echo", "hi"];
+    let direct = std::process::Command::new(testpeer())
+        .args(peer_args)
+        .output()
+        .unwrap();
+    assert!(direct.status.success(), "{direct:?}");
+    let (out, ev) = run_spawning_peer("spawn", &peer_args, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        masked(&out.stdout),
+        masked(&direct.stdout),
+        "same output as without mpspy"
+    );
+    assert!(err.is_empty(), "-q: {err}");
+
+    let opened = of_type(&ev, "conn_opened");
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let o = opened[0];
+    let label = o["data"]["label"].as_str().unwrap();
+    assert!(label.ends_with("[spawned -ipcfd]"), "{label}");
+    assert!(label.starts_with("mpspy-testpeer ("), "{label}");
+    let server = &o["data"]["server"];
+    assert_eq!(server["name"], "mpspy-testpeer");
+    let argv = server["argv"].as_array().unwrap();
+    assert_eq!(argv.len(), 3, "{argv:?}");
+    assert_eq!(argv[1], "-ipcfd");
+    assert!(
+        argv[2].as_str().unwrap().starts_with(r"\\.\pipe\mp-"),
+        "{argv:?}"
+    );
+    assert_eq!(o["data"]["client"]["name"], "mpspy-testpeer");
+    assert!(o["data"]["client"]["pid"].is_u64());
+
+    assert_eq!(calls_on(&ev, &o["conn"]), SESSION);
+    let echo = of_type(&ev, "call")
+        .into_iter()
+        .find(|e| e["data"]["method"] == "echo")
+        .unwrap();
+    assert_eq!(echo["data"]["params"]["echo"], "hi");
+    let ret = of_type(&ev, "return")
+        .into_iter()
+        .find(|e| e["data"]["method"] == "echo")
+        .unwrap();
+    assert_eq!(ret["data"]["results"]["result"], "hi");
+    assert_eq!(of_type(&ev, "conn_closed").len(), 1);
+}
+
+#[test]
+fn the_examples_bare_pipe_argument_is_relayed_too() {
+    let (out, ev) = run_spawning_peer(
+        "bare",
+        &["-spawn-bare", "mpspy-testpeer", "--echo", "bare"],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opened = of_type(&ev, "conn_opened");
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let label = opened[0]["data"]["label"].as_str().unwrap();
+    assert!(label.ends_with("[spawned fd]"), "{label}");
+    let argv = opened[0]["data"]["server"]["argv"].as_array().unwrap();
+    assert_eq!(argv.len(), 2, "`NAME PIPE`: {argv:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo: \"bare\""));
+    assert_eq!(calls_on(&ev, &opened[0]["conn"]), SESSION);
+}
+
+#[test]
+fn nested_spawns_are_each_relayed() {
+    let (out, ev) = run_spawning_peer(
+        "nested",
+        &["-spawn", "mpspy-testpeer"],
+        &[("MPSPY_TESTPEER_SPAWN", "mpspy-testpeer")],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opened = of_type(&ev, "conn_opened");
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    // The real child of the first connection is the parent of the second.
+    let (first, second) = (&opened[0]["data"], &opened[1]["data"]);
+    assert_eq!(second["client"]["pid"], first["server"]["pid"]);
+    assert_eq!(second["client"]["name"], "mpspy-testpeer");
+    for o in &opened {
+        assert_eq!(calls_on(&ev, &o["conn"]), SESSION, "{o}");
+    }
+    assert_eq!(of_type(&ev, "conn_closed").len(), 2);
+}
+
+#[test]
+fn the_exit_code_is_the_programs() {
+    let peer_args = ["-spawn", "mpspy-no-such-program"];
+    let direct = std::process::Command::new(testpeer())
+        .args(peer_args)
+        .output()
+        .unwrap();
+    assert_ne!(direct.status.code(), Some(0));
+    let (out, ev) = run_spawning_peer("exit", &peer_args, &[]);
+    assert_eq!(out.status.code(), direct.status.code());
+    assert!(of_type(&ev, "conn_opened").is_empty());
+}
+
+#[test]
+fn unix_sockets_are_refused_clearly_instead_of_left_unrecorded() {
+    let out = mpspy()
+        .args(["-q", "--"])
+        .arg(testpeer())
+        .arg(r"-ipcbind=unix:C:\mpspy-test\node.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unix sockets are not supported on Windows yet"),
+        "{err}"
+    );
+}

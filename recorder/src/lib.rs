@@ -12,9 +12,7 @@ pub mod debuglog;
 pub mod fd;
 pub mod framing;
 pub mod record;
-#[cfg(unix)]
 pub mod relay;
-#[cfg(unix)]
 pub mod shim;
 pub mod source;
 pub mod state;

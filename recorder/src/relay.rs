@@ -5,14 +5,21 @@
 //! not received, so queueing first makes the tap's order causal (a call is always queued before
 //! its return) without any lock between the two directions. Queueing is a memcpy and a
 //! non-blocking `try_send`; the relay never waits for the decoder.
+//!
+//! The pumps work on any [`Stream`]: unix sockets on unix, the loopback TCP pairs of the
+//! Windows spawn protocol (protocol README §5.4) on Windows. Accepting on a listening path
+//! ([`serve`]) is unix-only so far.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
+#[cfg(unix)]
 use std::os::unix::net::{UnixListener, UnixStream};
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
 use mpspy_schema::event::{ConnId, Direction, Peer};
@@ -23,6 +30,35 @@ use crate::tap::{Tap, Tapped};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 64 * 1024;
+
+/// A connected byte stream the pumps can relay: each direction gets its own clone, and a pump
+/// half-closes its writing side when its reading side ends, so both sides see EOF as they would
+/// without mpspy.
+pub trait Stream: Read + Write + Send + Sized + 'static {
+    /// Another handle to the same socket.
+    fn try_clone(&self) -> io::Result<Self>;
+    /// Shuts down one or both directions.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+}
+
+#[cfg(unix)]
+impl Stream for UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        UnixStream::try_clone(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        UnixStream::shutdown(self, how)
+    }
+}
+
+impl Stream for TcpStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        TcpStream::try_clone(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+}
 
 /// Connection numbers for one session, shared by all relays.
 #[derive(Debug, Clone, Default)]
@@ -41,12 +77,19 @@ pub struct Relays {
     live: Arc<Mutex<Vec<LiveConn>>>,
 }
 
-#[derive(Debug)]
 struct LiveConn {
     conn: ConnId,
-    client: UnixStream,
-    server: UnixStream,
+    /// Shuts both sockets down (type-erased: a session may relay more than one stream type).
+    close: Box<dyn Fn() + Send>,
     first_end: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for LiveConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveConn")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Relays {
@@ -61,8 +104,7 @@ impl Relays {
             if let Ok(mut f) = c.first_end.lock() {
                 f.get_or_insert_with(|| reason.to_string());
             }
-            let _ = c.client.shutdown(Shutdown::Both);
-            let _ = c.server.shutdown(Shutdown::Both);
+            (c.close)();
         }
     }
 
@@ -71,17 +113,20 @@ impl Relays {
         self.live.lock().map_or(0, |l| l.len())
     }
 
-    fn add(
+    fn add<S: Stream>(
         &self,
         conn: ConnId,
-        client: &UnixStream,
-        server: &UnixStream,
+        client: &S,
+        server: &S,
         first_end: &Arc<Mutex<Option<String>>>,
     ) -> io::Result<()> {
+        let (client, server) = (client.try_clone()?, server.try_clone()?);
         let entry = LiveConn {
             conn,
-            client: client.try_clone()?,
-            server: server.try_clone()?,
+            close: Box::new(move || {
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            }),
             first_end: first_end.clone(),
         };
         if let Ok(mut l) = self.live.lock() {
@@ -110,10 +155,10 @@ pub struct ConnInfo {
 
 /// Relays between `client` and `server` until both directions end; returns a handle that
 /// finishes after the `Closed` notice was queued.
-pub fn relay(
+pub fn relay<S: Stream>(
     conn: ConnId,
-    client: UnixStream,
-    server: UnixStream,
+    client: S,
+    server: S,
     tap: Tap,
     info: ConnInfo,
     relays: &Relays,
@@ -169,11 +214,11 @@ fn announce(tap: &Tap, conn: ConnId, info: ConnInfo) {
     });
 }
 
-fn spawn_pump(
+fn spawn_pump<S: Stream>(
     conn: ConnId,
     dir: Direction,
-    from: UnixStream,
-    to: UnixStream,
+    from: S,
+    to: S,
     tap: Tap,
     first_end: Arc<Mutex<Option<String>>>,
 ) -> io::Result<JoinHandle<()>> {
@@ -190,13 +235,7 @@ fn spawn_pump(
 }
 
 /// Copies `from` to `to` until `from` ends; returns how it ended.
-fn pump(
-    conn: ConnId,
-    dir: Direction,
-    mut from: UnixStream,
-    mut to: UnixStream,
-    tap: &Tap,
-) -> String {
+fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, mut to: S, tap: &Tap) -> String {
     let side = match dir {
         Direction::ClientToServer => "client",
         Direction::ServerToClient => "server",
@@ -263,6 +302,7 @@ fn tapped(conn: ConnId, dir: Direction, t_ns: u64, p: Piece, stopped: bool) -> T
 }
 
 /// Connects to `path`, retrying while the program has not started listening yet.
+#[cfg(unix)]
 pub fn connect_with_retry(path: &Path, patience: Duration) -> io::Result<UnixStream> {
     let deadline = Instant::now() + patience;
     loop {
@@ -284,9 +324,11 @@ pub fn connect_with_retry(path: &Path, patience: Duration) -> io::Result<UnixStr
 
 /// Describes a new connection from its two sockets (client side, server side), e.g. by the
 /// processes' peer credentials.
+#[cfg(unix)]
 pub type Describe = Arc<dyn Fn(&UnixStream, &UnixStream) -> ConnInfo + Send + Sync>;
 
 /// Accepts clients on `listener` and relays each to the socket at `upstream`.
+#[cfg(unix)]
 pub fn serve(
     listener: UnixListener,
     upstream: PathBuf,
@@ -324,4 +366,72 @@ pub fn serve(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpListener};
+
+    use super::*;
+    use crate::tap::Clock;
+
+    fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    /// One empty Cap'n Proto frame: a segment table of one segment with no words.
+    const FRAME: [u8; 8] = [0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// The Windows relay's case: loopback TCP on both sides. Bytes cross verbatim both ways,
+    /// frames reach the tap, EOF crosses, and the connection's end is announced.
+    #[test]
+    fn relays_tcp_streams_and_taps_their_frames() {
+        let (mut client, client_side) = tcp_pair();
+        let (server_side, mut server) = tcp_pair();
+        let (tap, mut rx) = Tap::new(16, Clock::start());
+        let relays = Relays::default();
+        let done = relay(
+            7,
+            client_side,
+            server_side,
+            tap.clone(),
+            ConnInfo::default(),
+            &relays,
+        )
+        .unwrap();
+        client.write_all(&FRAME).unwrap();
+        let mut got = [1u8; 8];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(got, FRAME);
+        server.write_all(b"back").unwrap();
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"back");
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(server.read(&mut got).unwrap(), 0, "EOF crosses");
+        drop(server);
+        done.join().unwrap();
+        assert_eq!(relays.count(), 0);
+        tap.finish();
+        let clock = tap.clock;
+        let mut items = Vec::new();
+        while let Some(i) = rx.recv(&clock) {
+            items.push(i);
+        }
+        assert!(
+            matches!(items[0], Tapped::Opened { conn: 7, .. }),
+            "{items:?}"
+        );
+        assert!(
+            items.iter().any(|i| matches!(i, Tapped::Frame { dir: Direction::ClientToServer, bytes, .. } if bytes[..] == FRAME)),
+            "{items:?}"
+        );
+        assert!(
+            matches!(items.last(), Some(Tapped::Closed { conn: 7, .. })),
+            "{items:?}"
+        );
+    }
 }

@@ -42,8 +42,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{
-    ERROR_BROKEN_PIPE, ERROR_IO_PENDING, ERROR_PIPE_CONNECTED, FALSE, GENERIC_READ, HANDLE,
-    INVALID_HANDLE_VALUE, TRUE, WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_BROKEN_PIPE, ERROR_IO_PENDING,
+    ERROR_PIPE_CONNECTED, FALSE, GENERIC_READ, HANDLE, INVALID_HANDLE_VALUE, TRUE, WAIT_FAILED,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Networking::WinSock::{
     FROM_PROTOCOL_INFO, INVALID_SOCKET, SOCKET, WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
@@ -56,12 +57,13 @@ use windows_sys::Win32::Storage::FileSystem::{
 };
 use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_MESSAGE, PIPE_WAIT,
+    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeServerProcessId, PIPE_REJECT_REMOTE_CLIENTS,
+    PIPE_TYPE_MESSAGE, PIPE_WAIT,
 };
 use windows_sys::Win32::System::Threading::{
-    CREATE_UNICODE_ENVIRONMENT, CreateEventW, CreateProcessW, GetExitCodeProcess, INFINITE,
-    PROCESS_INFORMATION, STARTUPINFOW, TerminateProcess, WaitForMultipleObjects,
-    WaitForSingleObject,
+    CREATE_UNICODE_ENVIRONMENT, CreateEventW, CreateProcessW, GetCurrentProcess,
+    GetExitCodeProcess, INFINITE, PROCESS_INFORMATION, STARTF_USESTDHANDLES, STARTUPINFOW,
+    TerminateProcess, WaitForMultipleObjects, WaitForSingleObject,
 };
 
 use crate::win32::command_line;
@@ -281,14 +283,98 @@ pub fn create_process(
     argv: &[String],
     env: &EnvChanges,
 ) -> Result<Child, SpawnError> {
+    create(program, argv, env, None)
+}
+
+/// Where a program started with [`create_process_with_stdio`] writes its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Our stdout and stderr, as they are.
+    Ours,
+    /// Both to our stderr (when our stdout carries something else, e.g. `--json -`).
+    Stderr,
+}
+
+/// [`create_process`] for a program that shares our stdin and output (std's `Command` does
+/// that, but cannot give argv0 a path other than the file it runs, which mpspy's spawn shim
+/// needs). The standard handles are passed as inheritable duplicates; handle inheritance is on
+/// for this call, so every other inheritable handle of ours is inherited too. std and Winsock
+/// make theirs non-inheritable, so in mpspy these duplicates are the only ones.
+pub fn create_process_with_stdio(
+    program: &Path,
+    argv: &[String],
+    env: &EnvChanges,
+    output: Output,
+) -> Result<Child, SpawnError> {
+    let stdout: RawHandle = match output {
+        Output::Ours => io::stdout().as_raw_handle(),
+        Output::Stderr => io::stderr().as_raw_handle(),
+    };
+    let handles = [
+        io::stdin().as_raw_handle(),
+        stdout,
+        io::stderr().as_raw_handle(),
+    ];
+    let mut dups = Vec::new();
+    for h in handles {
+        dups.push(inheritable(h as HANDLE)?);
+    }
+    let raw_of = |d: &Option<OwnedHandle>| d.as_ref().map_or(null_mut(), raw);
+    create(
+        program,
+        argv,
+        env,
+        Some([raw_of(&dups[0]), raw_of(&dups[1]), raw_of(&dups[2])]),
+    )
+    // The child has its own copies now; `dups` closes ours.
+}
+
+/// An inheritable duplicate of `h`; `None` for a missing handle (no console, detached).
+fn inheritable(h: HANDLE) -> Result<Option<OwnedHandle>, SpawnError> {
+    if h.is_null() || h == INVALID_HANDLE_VALUE {
+        return Ok(None);
+    }
+    let mut dup: HANDLE = null_mut();
+    // SAFETY: `h` is one of our standard handles, open while std's stdio is; the duplicate is
+    // written into `dup`, a live HANDLE, and owned by us from here on.
+    let ok = unsafe {
+        DuplicateHandle(
+            GetCurrentProcess(),
+            h,
+            GetCurrentProcess(),
+            &mut dup,
+            0,
+            TRUE,
+            DUPLICATE_SAME_ACCESS,
+        )
+    };
+    if ok == FALSE {
+        return Err(call_failed("DuplicateHandle"));
+    }
+    owned(dup, "DuplicateHandle").map(Some)
+}
+
+fn create(
+    program: &Path,
+    argv: &[String],
+    env: &EnvChanges,
+    stdio: Option<[HANDLE; 3]>,
+) -> Result<Child, SpawnError> {
     let app = wide(program.as_os_str());
     let mut line: Vec<u16> = command_line(argv).encode_utf16().chain(Some(0)).collect();
     // No changes: the parent's environment as it is, like libmultiprocess.
     let block = (!env.is_empty()).then(|| environment_block(env));
-    let startup = STARTUPINFOW {
+    let mut startup = STARTUPINFOW {
         cb: size_of::<STARTUPINFOW>() as u32,
         ..Default::default()
     };
+    if let Some([input, output, error]) = stdio {
+        startup.dwFlags |= STARTF_USESTDHANDLES;
+        startup.hStdInput = input;
+        startup.hStdOutput = output;
+        startup.hStdError = error;
+    }
     let mut info = PROCESS_INFORMATION::default();
     // SAFETY: `app` and `line` are NUL-terminated and live across the call (CreateProcessW may
     // write into `line`, which is why it is a mutable buffer of our own); `block` is a
@@ -300,7 +386,7 @@ pub fn create_process(
             line.as_mut_ptr(),
             null(),
             null(),
-            FALSE,
+            if stdio.is_some() { TRUE } else { FALSE },
             if block.is_some() {
                 CREATE_UNICODE_ENVIRONMENT
             } else {
@@ -427,19 +513,10 @@ impl PipeServer {
     /// Duplicates `socket` for process `pid`, closes our copy of it, writes the
     /// `WSAPROTOCOL_INFOA` blob in one message and closes the pipe.
     pub fn send_socket(self, socket: TcpStream, pid: u32) -> Result<(), SpawnError> {
-        let mut info = WSAPROTOCOL_INFOA::default();
-        // SAFETY: a valid socket of ours, and `info` is a live structure for the call to fill.
-        if unsafe { WSADuplicateSocketA(socket.as_raw_socket() as SOCKET, pid, &mut info) } != 0 {
-            return Err(wsa_failed("WSADuplicateSocket"));
-        }
+        let blob = duplicate_socket(&socket, pid)?;
         // The child's copy lives on in the blob; ours must go, or the parent would keep the
         // connection open after the child exits.
         drop(socket);
-        // SAFETY: WSAPROTOCOL_INFOA is plain old data without padding (all fields 4-byte
-        // aligned, size asserted above); viewing it as bytes reads only initialised memory.
-        let blob = unsafe {
-            std::slice::from_raw_parts((&raw const info).cast::<u8>(), PROTOCOL_INFO_ANSI)
-        };
         let event = event()?;
         let mut ov = OVERLAPPED {
             hEvent: raw(&event),
@@ -474,6 +551,53 @@ impl PipeServer {
         drop(self);
         Ok(())
     }
+}
+
+/// Duplicates `socket` for process `pid` (`WSADuplicateSocket`): the `WSAPROTOCOL_INFOA` blob
+/// (ANSI form, [`PROTOCOL_INFO_ANSI`] bytes) from which that process rebuilds the socket with
+/// [`socket_from_protocol_info`]. Our own handle stays open and usable.
+pub fn duplicate_socket(socket: &TcpStream, pid: u32) -> Result<Vec<u8>, SpawnError> {
+    let mut info = WSAPROTOCOL_INFOA::default();
+    // SAFETY: a valid socket of ours, and `info` is a live structure for the call to fill.
+    if unsafe { WSADuplicateSocketA(socket.as_raw_socket() as SOCKET, pid, &mut info) } != 0 {
+        return Err(wsa_failed("WSADuplicateSocket"));
+    }
+    // SAFETY: WSAPROTOCOL_INFOA is plain old data without padding (all fields 4-byte aligned,
+    // size asserted above); viewing it as bytes reads only initialised memory.
+    let blob =
+        unsafe { std::slice::from_raw_parts((&raw const info).cast::<u8>(), PROTOCOL_INFO_ANSI) };
+    Ok(blob.to_vec())
+}
+
+/// Rebuilds a socket from a `WSAPROTOCOL_INFO` blob made for this process (either form, told
+/// apart by size). The socket is overlapped and not inheritable, like std's own.
+pub fn socket_from_protocol_info(blob: &[u8]) -> Result<TcpStream, SpawnError> {
+    let mut data = WSADATA::default();
+    // SAFETY: `data` is a live structure for the call to fill. Winsock counts startups, so
+    // this is harmless next to std's own.
+    if unsafe { WSAStartup(0x0202, &mut data) } != 0 {
+        return Err(wsa_failed("WSAStartup()"));
+    }
+    let flags = WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT;
+    let any = FROM_PROTOCOL_INFO;
+    // SAFETY (both arms): the blob is exactly the structure's size, and both structures are
+    // plain old data, so any bytes make a value; read_unaligned copies it out of the buffer.
+    let socket = match blob.len() {
+        PROTOCOL_INFO_ANSI => unsafe {
+            let info = blob.as_ptr().cast::<WSAPROTOCOL_INFOA>().read_unaligned();
+            WSASocketA(any, any, any, &info, 0, flags)
+        },
+        PROTOCOL_INFO_WIDE => unsafe {
+            let info = blob.as_ptr().cast::<WSAPROTOCOL_INFOW>().read_unaligned();
+            WSASocketW(any, any, any, &info, 0, flags)
+        },
+        len => return Err(SpawnError::BadProtocolInfo { len }),
+    };
+    if socket == INVALID_SOCKET {
+        return Err(wsa_failed("WSASocket(FROM_PROTOCOL_INFO)"));
+    }
+    // SAFETY: a new socket that nothing else owns.
+    Ok(unsafe { TcpStream::from_raw_socket(socket as _) })
 }
 
 /// The file a spawn of `name` runs: [`resolve_program`](crate::win32::resolve_program), `.exe`
@@ -549,6 +673,21 @@ pub fn spawn_program(
 /// `WSAPROTOCOL_INFO` blob (either size) and rebuilds the socket from it. The socket is
 /// overlapped and not inheritable, like std's own.
 pub fn connect_spawned(path: &str) -> Result<TcpStream, SpawnError> {
+    adopt_spawned(path).map(|a| a.stream)
+}
+
+/// What the child side of a spawn received.
+#[derive(Debug)]
+pub struct Adopted {
+    /// The socket the parent sent.
+    pub stream: TcpStream,
+    /// The process that served the pipe (the spawning parent), where Windows tells.
+    pub parent_pid: Option<u32>,
+}
+
+/// [`connect_spawned`], also telling who served the pipe (`GetNamedPipeServerProcessId`): a
+/// relay names the parent by it.
+pub fn adopt_spawned(path: &str) -> Result<Adopted, SpawnError> {
     let name = wide(OsStr::new(path));
     // SAFETY: `name` is NUL-terminated and outlives the call; no security attributes, no
     // template.
@@ -564,6 +703,10 @@ pub fn connect_spawned(path: &str) -> Result<TcpStream, SpawnError> {
         )
     };
     let pipe = owned(h, "CreateFile(pipe)")?;
+    let mut server = 0u32;
+    // SAFETY: a valid pipe handle of ours; `server` is a live u32 for the call to fill.
+    let parent_pid = (unsafe { GetNamedPipeServerProcessId(raw(&pipe), &mut server) } != FALSE)
+        .then_some(server);
     // Read until the parent closes its end: the blob's size tells which form it is. One byte
     // more than the largest form catches a blob that is too long.
     let mut buf = [0u8; PROTOCOL_INFO_WIDE + 1];
@@ -593,32 +736,10 @@ pub fn connect_spawned(path: &str) -> Result<TcpStream, SpawnError> {
         len += n as usize;
     }
     drop(pipe);
-    let mut data = WSADATA::default();
-    // SAFETY: `data` is a live structure for the call to fill. Winsock counts startups, so
-    // this is harmless next to std's own.
-    if unsafe { WSAStartup(0x0202, &mut data) } != 0 {
-        return Err(wsa_failed("WSAStartup()"));
-    }
-    let flags = WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT;
-    let any = FROM_PROTOCOL_INFO;
-    // SAFETY (both arms): the blob is exactly the structure's size, and both structures are
-    // plain old data, so any bytes make a value; read_unaligned copies it out of the buffer.
-    let socket = match len {
-        PROTOCOL_INFO_ANSI => unsafe {
-            let info = buf.as_ptr().cast::<WSAPROTOCOL_INFOA>().read_unaligned();
-            WSASocketA(any, any, any, &info, 0, flags)
-        },
-        PROTOCOL_INFO_WIDE => unsafe {
-            let info = buf.as_ptr().cast::<WSAPROTOCOL_INFOW>().read_unaligned();
-            WSASocketW(any, any, any, &info, 0, flags)
-        },
-        len => return Err(SpawnError::BadProtocolInfo { len }),
-    };
-    if socket == INVALID_SOCKET {
-        return Err(wsa_failed("WSASocket(FROM_PROTOCOL_INFO)"));
-    }
-    // SAFETY: a new socket that nothing else owns.
-    Ok(unsafe { TcpStream::from_raw_socket(socket as _) })
+    Ok(Adopted {
+        stream: socket_from_protocol_info(&buf[..len])?,
+        parent_pid,
+    })
 }
 
 /// Splits `line` with the real `CommandLineToArgvW`, for checking our quoting against it.

@@ -1,0 +1,163 @@
+//! `mpspy -- PROGRAM` on Windows: the program runs with mpspy on the connections of the
+//! processes it spawns (libmultiprocess PR #231's named pipe protocol; [`crate::shim_windows`]).
+//!
+//! Listening and connecting sockets (`-ipcbind`, `-ipcconnect`) would be AF_UNIX on Windows
+//! too, which mpspy does not relay there yet: a program that asks for them is refused rather
+//! than run without mpspy on them. There is no terminal UI on Windows yet either; events go to
+//! stderr as text lines (or `--json`), as with `--no-tui`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use mpspy_recorder::bitcoin;
+use mpspy_recorder::relay::{ConnIds, Relays};
+use mpspy_recorder::tap::{Clock, Tap};
+use mpspy_recorder::winspawn::{self, Output};
+use mpspy_schema::event::Peer;
+
+use crate::cli::RunArgs;
+use crate::live_common;
+use crate::shim_windows::{self, display_name};
+
+/// Removes mpspy's private directory, whatever way the run ends.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // A stand-in cannot be deleted while a shim runs from it, and a process's image stays
+        // in use a moment after it has exited; give them a little time.
+        for _ in 0..40 {
+            if fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+fn private_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..100u32 {
+        let dir = base.join(format!("mpspy-{}-{n}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    bail!("could not create a private directory in {}", base.display())
+}
+
+/// The program's file as CreateProcess would run it: a path (with `.exe` added where it has no
+/// extension), or a bare name looked up in `PATH`. Made absolute, so the stand-ins' real
+/// directory is known.
+fn locate(program: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = mpspy_recorder::win32::resolve_program(
+        program,
+        std::env::split_paths(&path),
+        Path::is_file,
+    )
+    .with_context(|| format!("no such program: {program}"))?;
+    std::path::absolute(&found).with_context(|| format!("resolving {}", found.display()))
+}
+
+pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
+    let (program, pargs) = args
+        .program
+        .split_first()
+        .context("no program given after --")?;
+    let name = display_name(program);
+    let env = bitcoin::Env::from_process().context("reading the environment")?;
+    // No default -ipcbind here: that would be a unix socket.
+    let plan = bitcoin::plan(program, pargs, &env, false)
+        .with_context(|| format!("working out the IPC sockets of {name}"))?;
+    if !plan.binds.is_empty() || plan.connect.is_some() {
+        let what: Vec<String> = plan
+            .binds
+            .iter()
+            .map(|b| format!("-ipcbind unix:{}", b.path.display()))
+            .chain(
+                plan.connect
+                    .iter()
+                    .map(|c| format!("-ipcconnect unix:{}", c.display())),
+            )
+            .collect();
+        bail!(
+            "{name} would use unix sockets ({}), and unix sockets are not supported on Windows yet: \
+             mpspy relays only the connections of the processes a program spawns there",
+            what.join(", ")
+        );
+    }
+    let real = locate(program)?;
+
+    let config = crate::schema_config(&args.schema)?;
+    let clock = Clock::start();
+    let mut outputs = live_common::outputs(args, &config, &clock)?;
+    if args.json.as_deref() != Some("-") && !args.quiet {
+        outputs.text_stderr(true);
+    }
+    let private = private_dir()?;
+    let cleanup = Cleanup(private.clone());
+    let (tap, rx) = Tap::new(live_common::TAP_CAPACITY, clock);
+    let ids = ConnIds::default();
+    let relays = Relays::default();
+    let shims = if args.no_spawn_shim {
+        None
+    } else {
+        match shim_windows::setup(&private, &real, &tap, &ids, &relays) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                if !args.quiet {
+                    eprintln!(
+                        "mpspy: warning: not interposing on spawned processes ({e:#}); --no-spawn-shim silences this"
+                    );
+                }
+                None
+            }
+        }
+    };
+    let decoder = live_common::start_decoder(config, clock, rx, outputs)?;
+
+    // argv0 is the stand-in (so the program's spawns find the other stand-ins next to it);
+    // the file run is the real program.
+    let argv0 = shims
+        .as_ref()
+        .map_or_else(|| program.clone(), |s| s.argv0.display().to_string());
+    let argv: Vec<String> = std::iter::once(argv0)
+        .chain(pargs.iter().cloned())
+        .collect();
+    let env = shims.as_ref().map_or(&[][..], |s| &s.env[..]);
+    // JSON Lines on stdout must not be mixed with the program's output.
+    let output = if args.json.as_deref() == Some("-") {
+        Output::Stderr
+    } else {
+        Output::Ours
+    };
+    shim_windows::survive_ctrl_c();
+    let child = winspawn::create_process_with_stdio(&real, &argv, env, output)
+        .with_context(|| format!("starting {}", real.display()))?;
+    if let Some(s) = &shims {
+        s.peers.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            child.id(),
+            Peer {
+                name: name.clone(),
+                pid: Some(child.id()),
+                argv: args.program.clone(),
+            },
+        );
+    }
+    let status = child.wait().context("waiting for the program")?;
+    let how = live_common::describe_exit(&name, status);
+    let outputs = live_common::end_session(&relays, &how, &tap, decoder)?;
+    drop(cleanup);
+    live_common::print_summary(args.quiet, &how, &outputs);
+    let code = status.code().unwrap_or(1);
+    Ok(match u8::try_from(code) {
+        Ok(c) => ExitCode::from(c),
+        // Windows exit codes are 32 bits; ExitCode takes a u8.
+        Err(_) => std::process::exit(code),
+    })
+}
