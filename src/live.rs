@@ -5,7 +5,6 @@
 //! mpspy to the real one. Either way each connection is relayed byte for byte.
 
 use std::fs;
-use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use mpspy_recorder::bitcoin::{self, Role};
@@ -28,8 +26,8 @@ use signal_hook::iterator::Signals;
 
 use crate::cli::RunArgs;
 use crate::live_common;
-use mpspy_tui::{Action, App, Feed, Timebase};
 
+use crate::live_common::{forward_output, use_tui};
 use crate::pipeline::Outputs;
 use crate::sink::tui::{UiSender, UiSink};
 
@@ -344,47 +342,22 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     if let Some(hook) = after_start {
         hook(pid);
     }
-    // Waiting for the program, then draining and closing what is left, runs beside the UI so
-    // the UI can show the end of the session (the disconnects) and stay until the user quits.
-    let ui_feed = ui.as_ref().map(|(sender, _)| sender.clone());
     let finish = move || -> Result<(std::process::ExitStatus, String, Outputs)> {
         let status = child.wait().context("waiting for the program")?;
         let how = live_common::describe_exit(&name, status);
         let outputs = live_common::end_session(&relays, &how, &tap, decoder)?;
-        if let Some(ui) = &ui_feed {
-            let _ = ui.send(Feed::Ended(how.clone()));
-        }
         Ok((status, how, outputs))
     };
-    let (status, how, outputs) = match ui {
-        Some((sender, rx)) => {
-            let lifecycle = thread::Builder::new()
-                .name("mpspy-wait".into())
-                .spawn(finish)?;
-            let app = App::new(mpspy_tui::Options {
-                title: format!("{program_name} {} (pid {pid})", pargs.join(" ")),
-                live: true,
-                ..Default::default()
-            });
-            let shown = mpspy_tui::run(app, &rx, Timebase::Live(origin), &sender.dropped, |a| {
-                if a == Action::Interrupt {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
-                }
-            });
-            // Later output and events have nowhere to go on screen; output goes to stderr.
-            drop(rx);
-            if !lifecycle.is_finished() {
-                eprintln!("mpspy: stopping {program_name} (SIGINT) and waiting for it to exit");
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
-            }
-            let done = lifecycle
-                .join()
-                .map_err(|_| anyhow::anyhow!("waiting thread panicked"))?;
-            shown.context("terminal UI")?;
-            done?
-        }
-        None => finish()?,
+    let interrupt = move || {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
     };
+    let (status, how, outputs) = live_common::run_session(
+        ui,
+        finish,
+        &format!("{program_name} {} (pid {pid})", pargs.join(" ")),
+        origin,
+        interrupt,
+    )?;
     handle.close();
     let _ = forwarder.join();
     drop(cleanup);
@@ -395,48 +368,4 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         (None, Some(s)) => ExitCode::from(128u8.wrapping_add(s as u8)),
         _ => ExitCode::FAILURE,
     })
-}
-
-/// The terminal UI is for a person at a terminal: stdin (keys) and stdout (screen) must both
-/// be terminals, and `--json -` owns stdout.
-fn use_tui(args: &RunArgs) -> bool {
-    !args.no_tui
-        && args.json.as_deref() != Some("-")
-        && std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal()
-}
-
-/// Reads the program's output line by line into the UI's log pane; once the UI is gone, to
-/// mpspy's stderr so nothing is lost.
-fn forward_output(stream: impl Read + Send + 'static, stderr: bool, ui: UiSender, origin: Instant) {
-    let _ = thread::Builder::new()
-        .name("mpspy-output".into())
-        .spawn(move || {
-            let mut reader = BufReader::new(stream);
-            let mut buf = Vec::new();
-            let mut gone = false;
-            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
-                buf.clear();
-                if !gone {
-                    let f = Feed::Output {
-                        t_ns: origin.elapsed().as_nanos() as u64,
-                        stderr,
-                        line,
-                    };
-                    match ui.send(f) {
-                        Ok(()) => continue,
-                        Err(Feed::Output { line, .. }) => {
-                            gone = true;
-                            eprintln!("{line}");
-                        }
-                        Err(_) => gone = true,
-                    }
-                } else {
-                    eprintln!("{line}");
-                }
-            }
-        });
 }

@@ -3,17 +3,22 @@
 //! started and how its connections reach the relay is the platform's part ([`crate::live`] on
 //! unix, [`crate::live_windows`] on Windows).
 
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::process::ExitStatus;
+use std::sync::mpsc::Receiver;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use mpspy_recorder::relay::Relays;
 use mpspy_recorder::tap::{Clock, Tap, TapReceiver};
 use mpspy_recorder::{SchemaConfig, Session};
 
 use crate::cli::RunArgs;
+use mpspy_tui::{Action, App, Feed, Timebase};
+
 use crate::pipeline::Outputs;
+use crate::sink::tui::UiSender;
 
 /// Frames queued for the decoder before the relay starts dropping copies.
 pub(crate) const TAP_CAPACITY: usize = 64 * 1024;
@@ -116,4 +121,102 @@ pub(crate) fn describe_exit(name: &str, status: ExitStatus) -> String {
         Some(c) => format!("{name} exited with status {c}"),
         None => format!("{name} exited"),
     }
+}
+
+/// The terminal UI is for a person at a terminal: stdin (keys) and stdout (screen) must both
+/// be terminals, and `--json -` owns stdout.
+pub(crate) fn use_tui(args: &RunArgs) -> bool {
+    !args.no_tui
+        && args.json.as_deref() != Some("-")
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal()
+}
+
+/// What a finished program leaves: its status, how it ended, and the outputs.
+pub(crate) type Finished = (ExitStatus, String, Outputs);
+
+/// Runs `finish` (wait for the program, end the session) and, with a UI, the UI beside it: the
+/// UI shows the end of the session (the disconnects) and stays until the user quits. Ctrl-C in
+/// the UI calls `interrupt`; quitting while the program runs calls it too and waits.
+pub(crate) fn run_session(
+    ui: Option<(UiSender, Receiver<Feed>)>,
+    finish: impl FnOnce() -> Result<Finished> + Send + 'static,
+    title: &str,
+    origin: Instant,
+    interrupt: impl Fn(),
+) -> Result<Finished> {
+    let Some((sender, rx)) = ui else {
+        return finish();
+    };
+    let ended = sender.clone();
+    let lifecycle = thread::Builder::new()
+        .name("mpspy-wait".into())
+        .spawn(move || {
+            let done = finish();
+            if let Ok((_, how, _)) = &done {
+                let _ = ended.send(Feed::Ended(how.clone()));
+            }
+            done
+        })?;
+    let app = App::new(mpspy_tui::Options {
+        title: title.to_string(),
+        live: true,
+        ..Default::default()
+    });
+    let shown = mpspy_tui::run(app, &rx, Timebase::Live(origin), &sender.dropped, |a| {
+        if a == Action::Interrupt {
+            interrupt();
+        }
+    });
+    // Later output and events have nowhere to go on screen; output goes to stderr.
+    drop(rx);
+    if !lifecycle.is_finished() {
+        eprintln!("mpspy: stopping the program (interrupt) and waiting for it to exit");
+        interrupt();
+    }
+    let done = lifecycle
+        .join()
+        .map_err(|_| anyhow::anyhow!("waiting thread panicked"))?;
+    shown.context("terminal UI")?;
+    done
+}
+
+/// Reads the program's output line by line into the UI's log pane; once the UI is gone, to
+/// mpspy's stderr so nothing is lost.
+pub(crate) fn forward_output(
+    stream: impl Read + Send + 'static,
+    stderr: bool,
+    ui: UiSender,
+    origin: Instant,
+) {
+    let _ = thread::Builder::new()
+        .name("mpspy-output".into())
+        .spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            let mut gone = false;
+            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                buf.clear();
+                if !gone {
+                    let f = Feed::Output {
+                        t_ns: origin.elapsed().as_nanos() as u64,
+                        stderr,
+                        line,
+                    };
+                    match ui.send(f) {
+                        Ok(()) => continue,
+                        Err(Feed::Output { line, .. }) => {
+                            gone = true;
+                            eprintln!("{line}");
+                        }
+                        Err(_) => gone = true,
+                    }
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
 }

@@ -3,8 +3,8 @@
 //!
 //! Listening and connecting sockets (`-ipcbind`, `-ipcconnect`) would be AF_UNIX on Windows
 //! too, which mpspy does not relay there yet: a program that asks for them is refused rather
-//! than run without mpspy on them. There is no terminal UI on Windows yet either; events go to
-//! stderr as text lines (or `--json`), as with `--no-tui`.
+//! than run without mpspy on them. On a console the terminal UI works as on unix; Ctrl-C in it
+//! is passed to the program's console group.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ use mpspy_schema::event::Peer;
 use crate::cli::RunArgs;
 use crate::live_common;
 use crate::shim_windows::{self, display_name};
+use crate::sink::tui::{UiSender, UiSink};
 
 /// Removes mpspy's private directory, whatever way the run ends.
 struct Cleanup(PathBuf);
@@ -96,7 +97,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let config = crate::schema_config(&args.schema)?;
     let clock = Clock::start();
     let mut outputs = live_common::outputs(args, &config, &clock)?;
-    if args.json.as_deref() != Some("-") && !args.quiet {
+    let ui = live_common::use_tui(args).then(|| UiSender::new(false));
+    if let Some((sender, _)) = &ui {
+        outputs.add(Box::new(UiSink(sender.clone())));
+    } else if args.json.as_deref() != Some("-") && !args.quiet {
         outputs.text_stderr(true);
     }
     let private = private_dir()?;
@@ -130,8 +134,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .chain(pargs.iter().cloned())
         .collect();
     let env = shims.as_ref().map_or(&[][..], |s| &s.env[..]);
-    // JSON Lines on stdout must not be mixed with the program's output.
-    let output = if args.json.as_deref() == Some("-") {
+    // The UI owns the console: the program's output goes to its log pane. Otherwise JSON
+    // Lines on stdout must not be mixed with the program's output.
+    let origin = clock.origin();
+    let mut readers = None;
+    let output = if let Some((sender, _)) = &ui {
+        let (out_r, out_w) = std::io::pipe().context("creating a pipe for the program's stdout")?;
+        let (err_r, err_w) = std::io::pipe().context("creating a pipe for the program's stderr")?;
+        readers = Some((out_r, err_r, sender.clone()));
+        Output::Pipes {
+            stdout: out_w.into(),
+            stderr: err_w.into(),
+        }
+    } else if args.json.as_deref() == Some("-") {
         Output::Stderr
     } else {
         Output::Ours
@@ -139,6 +154,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     shim_windows::survive_ctrl_c();
     let child = winspawn::create_process_with_stdio(&real, &argv, env, output)
         .with_context(|| format!("starting {}", real.display()))?;
+    if let Some((out_r, err_r, sender)) = readers {
+        live_common::forward_output(out_r, false, sender.clone(), origin);
+        live_common::forward_output(err_r, true, sender, origin);
+    }
+    let pid = child.id();
     if let Some(s) = &shims {
         s.peers.lock().unwrap_or_else(|e| e.into_inner()).insert(
             child.id(),
@@ -149,9 +169,17 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             },
         );
     }
-    let status = child.wait().context("waiting for the program")?;
-    let how = live_common::describe_exit(&name, status);
-    let outputs = live_common::end_session(&relays, &how, &tap, decoder)?;
+    let title = format!("{name} {} (pid {pid})", pargs.join(" "));
+    let finish = move || -> Result<live_common::Finished> {
+        let status = child.wait().context("waiting for the program")?;
+        let how = live_common::describe_exit(&name, status);
+        let outputs = live_common::end_session(&relays, &how, &tap, decoder)?;
+        Ok((status, how, outputs))
+    };
+    let interrupt = || {
+        let _ = winspawn::interrupt_console();
+    };
+    let (status, how, outputs) = live_common::run_session(ui, finish, &title, origin, interrupt)?;
     drop(cleanup);
     live_common::print_summary(args.quiet, &how, &outputs);
     let code = status.code().unwrap_or(1);

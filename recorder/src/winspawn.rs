@@ -287,13 +287,21 @@ pub fn create_process(
 }
 
 /// Where a program started with [`create_process_with_stdio`] writes its output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Output {
     /// Our stdout and stderr, as they are.
     Ours,
     /// Both to our stderr (when our stdout carries something else, e.g. `--json -`).
     Stderr,
+    /// Into these pipes (their write ends, closed here once the child has its copies) with
+    /// stdin from `NUL`: mpspy's terminal UI owns the console's screen and keys.
+    Pipes {
+        /// Where the child's stdout goes.
+        stdout: OwnedHandle,
+        /// Where the child's stderr goes.
+        stderr: OwnedHandle,
+    },
 }
 
 /// [`create_process`] for a program that shares our stdin and output (std's `Command` does
@@ -307,15 +315,30 @@ pub fn create_process_with_stdio(
     env: &EnvChanges,
     output: Output,
 ) -> Result<Child, SpawnError> {
-    let stdout: RawHandle = match output {
-        Output::Ours => io::stdout().as_raw_handle(),
-        Output::Stderr => io::stderr().as_raw_handle(),
+    let null_input;
+    let handles: [RawHandle; 3] = match &output {
+        Output::Ours => [
+            io::stdin().as_raw_handle(),
+            io::stdout().as_raw_handle(),
+            io::stderr().as_raw_handle(),
+        ],
+        Output::Stderr => [
+            io::stdin().as_raw_handle(),
+            io::stderr().as_raw_handle(),
+            io::stderr().as_raw_handle(),
+        ],
+        Output::Pipes { stdout, stderr } => {
+            null_input = std::fs::File::open("NUL").map_err(|source| SpawnError::Call {
+                call: "CreateFile(NUL)",
+                source,
+            })?;
+            [
+                null_input.as_raw_handle(),
+                stdout.as_raw_handle(),
+                stderr.as_raw_handle(),
+            ]
+        }
     };
-    let handles = [
-        io::stdin().as_raw_handle(),
-        stdout,
-        io::stderr().as_raw_handle(),
-    ];
     let mut dups = Vec::new();
     for h in handles {
         dups.push(inheritable(h as HANDLE)?);
@@ -327,7 +350,8 @@ pub fn create_process_with_stdio(
         env,
         Some([raw_of(&dups[0]), raw_of(&dups[1]), raw_of(&dups[2])]),
     )
-    // The child has its own copies now; `dups` closes ours.
+    // The child has its own copies now; `dups` (and `output`'s pipe ends) close ours, so
+    // readers see the end of the pipes when the child exits.
 }
 
 /// An inheritable duplicate of `h`; `None` for a missing handle (no console, detached).
@@ -764,6 +788,22 @@ pub(crate) fn split_command_line(line: &str) -> Vec<String> {
         LocalFree(argv.cast());
         args
     }
+}
+
+/// Sends Ctrl-C to every process on our console: the program and its children (mpspy itself
+/// ignores it). The nearest thing Windows has to passing SIGINT to a console program.
+pub fn interrupt_console() -> io::Result<()> {
+    // SAFETY: plain values, no pointers; group 0 means every process sharing our console.
+    let ok = unsafe {
+        windows_sys::Win32::System::Console::GenerateConsoleCtrlEvent(
+            windows_sys::Win32::System::Console::CTRL_C_EVENT,
+            0,
+        )
+    };
+    if ok == FALSE {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
