@@ -146,6 +146,17 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
         );
     }
 
+    // Both clients have exited; let mpspy see their ends before the peer is stopped, or on a
+    // loaded machine the peer's own exit can be noticed first and the reasons would differ.
+    let closes = if py { 2 } else { 1 };
+    wait_for(
+        || {
+            std::fs::read_to_string(&json)
+                .map_or(0, |t| t.matches("\"type\":\"conn_closed\"").count())
+                >= closes
+        },
+        "the clients' connections closed",
+    );
     let stderr = stop_ok(child);
     // The summary at exit names the methods.
     assert!(
