@@ -227,15 +227,20 @@ fn spawn_pump<S: Stream>(
         Direction::ServerToClient => format!("mpspy-s2c-{conn}"),
     };
     thread::Builder::new().name(name).spawn(move || {
-        let end = pump(conn, dir, from, to, &tap);
+        let mut to = to;
+        let end = pump(conn, dir, from, &mut to, &tap);
+        // Say which side ended first before the other side can react to it: the half-close
+        // below makes the peer close too, and its pump must not win the race to report.
         if let Ok(mut f) = first_end.lock() {
             f.get_or_insert(end);
         }
+        // Propagate the half-close so the other side sees EOF exactly as without mpspy.
+        let _ = to.shutdown(Shutdown::Write);
     })
 }
 
 /// Copies `from` to `to` until `from` ends; returns how it ended.
-fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, mut to: S, tap: &Tap) -> String {
+fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &Tap) -> String {
     let side = match dir {
         Direction::ClientToServer => "client",
         Direction::ServerToClient => "server",
@@ -267,8 +272,6 @@ fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, mut to: S, tap: &T
     if let Some(p) = splitter.finish() {
         tap.send(tapped(conn, dir, tap.clock.now_ns(), p, false));
     }
-    // Propagate the half-close so the other side sees EOF exactly as without mpspy.
-    let _ = to.shutdown(Shutdown::Write);
     end
 }
 
