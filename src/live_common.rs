@@ -1,7 +1,7 @@
 //! What `mpspy -- PROGRAM` does the same way on every platform: the outputs, the decoder
 //! thread, the end of a session (draining the relays) and the summary. How the program is
-//! started and how its connections reach the relay is the platform's part ([`crate::live`] on
-//! unix, [`crate::live_windows`] on Windows).
+//! started and how its connections reach the relay is the platform's part (`crate::live` on
+//! unix, `crate::live_windows` on Windows).
 
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::process::ExitStatus;

@@ -21,7 +21,7 @@
 //! it was and the real program runs on it directly: no interposition, but nothing breaks.
 //!
 //! Windows has no fd numbers to keep and no exec; its shim is a process of its own between
-//! the two ([`windows`]).
+//! the two (`windows`, Windows only).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
