@@ -130,9 +130,12 @@ fn demo_on_a_terminal_shows_calls_methods_and_the_end() {
     let screen = pty.wait_for(&["long-poll"]);
     let row = line_with(&screen, "Echo.echo ");
     assert!(row.split_whitespace().nth(1) == Some("3"), "{row}");
-    // Capabilities, then quit.
+    // Capabilities; thread lanes (the test peer runs every call on its main thread).
     pty.keys("3");
     pty.wait_for(&["connections", "capabilities"]);
+    pty.keys("5");
+    let screen = pty.wait_for(&["thread lanes from Proxy.Context"]);
+    assert!(line_with(&screen, "/main ").contains("idle"), "{screen}");
     pty.keys("q");
     let status = pty.wait_exit();
     assert!(status.success(), "{status}");

@@ -48,10 +48,17 @@ pub(crate) enum View {
     Methods,
     Caps,
     Log,
+    Threads,
 }
 
 impl View {
-    pub(crate) const ALL: [View; 4] = [View::Calls, View::Methods, View::Caps, View::Log];
+    pub(crate) const ALL: [View; 5] = [
+        View::Calls,
+        View::Methods,
+        View::Caps,
+        View::Log,
+        View::Threads,
+    ];
 
     pub(crate) fn title(self) -> &'static str {
         match self {
@@ -59,6 +66,7 @@ impl View {
             View::Methods => "Methods",
             View::Caps => "Capabilities",
             View::Log => "Log",
+            View::Threads => "Threads",
         }
     }
 }
@@ -124,6 +132,7 @@ pub struct App {
     pub(crate) detail_cursor: usize,
     pub(crate) method_sel: usize,
     pub(crate) conn_sel: usize,
+    pub(crate) lane_sel: usize,
     /// Lines up from the bottom of the log (0: follow).
     pub(crate) log_back: usize,
     pub(crate) help: bool,
@@ -155,6 +164,7 @@ impl App {
             detail_cursor: 0,
             method_sel: 0,
             conn_sel: 0,
+            lane_sel: 0,
             log_back: 0,
             help: false,
             ended: None,
@@ -291,7 +301,7 @@ impl App {
         match key.code {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Char('?') => self.help = true,
-            KeyCode::Char(c @ '1'..='4') => {
+            KeyCode::Char(c @ '1'..='5') => {
                 self.view = View::ALL[usize::from(c as u8 - b'1')];
             }
             KeyCode::Tab if !(self.view == View::Calls && self.focus == Focus::Detail) => {
@@ -332,6 +342,16 @@ impl App {
                     }
                 }
                 View::Log => self.log_key(key),
+                View::Threads => {
+                    if key.code == KeyCode::Enter {
+                        if let Some((conn, thread)) = self.state.lanes.keys().nth(self.lane_sel) {
+                            self.show_calls(&format!("conn:{conn} thread:{thread}"));
+                        }
+                    } else {
+                        let n = self.state.lanes.len();
+                        self.lane_sel = step(self.lane_sel, n, key, self.page.get());
+                    }
+                }
             },
         }
         Action::None

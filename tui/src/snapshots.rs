@@ -202,3 +202,26 @@ fn enter_on_a_method_or_a_connection_filters_the_calls() {
     assert!(screen.contains("filter: conn:1  (3 rows)"), "{screen}");
     assert!(screen.contains("Rpc.executeRpc"), "{screen}");
 }
+
+#[test]
+fn thread_lanes_with_a_call_in_flight() {
+    let mut a = App::new(Options {
+        title: "bitcoin-node -regtest (pid 4242)".into(),
+        live: true,
+        history: 1000,
+    });
+    let events = fixture::session();
+    // Before the disconnect: waitTipChanged is still running on its lane.
+    for e in events[..events.len() - 1].iter().cloned() {
+        a.feed(Feed::Event(Box::new(e)));
+    }
+    key(&mut a, KeyCode::Char('5'));
+    key(&mut a, KeyCode::Down);
+    insta::assert_snapshot!(draw(&a, 140, 14));
+    key(&mut a, KeyCode::Enter);
+    let screen = draw(&a, 120, 30);
+    assert!(
+        screen.contains("filter: conn:2 thread:b-capnp-loop  (11 rows)"),
+        "{screen}"
+    );
+}

@@ -51,6 +51,7 @@ pub fn render(frame: &mut Frame, app: &App, now_ns: u64) {
         View::Methods => render_methods(frame, app, body),
         View::Caps => render_caps(frame, app, body, now),
         View::Log => render_log(frame, app, body),
+        View::Threads => render_threads(frame, app, body, now),
     }
     render_footer(frame, app, footer);
     if app.help {
@@ -183,13 +184,13 @@ fn render_footer(frame: &mut Frame, app: &App, area: Rect) {
                     "↑↓ move  enter fold  ←→ fold/unfold  r call↔return  esc back  ? help  q quit"
                 }
                 (View::Calls, Focus::List) => {
-                    "↑↓ select  enter detail  r return  f filter  / search  space pause  End follow  1-4 views  ? help  q quit"
+                    "↑↓ select  enter detail  r return  f filter  / search  space pause  End follow  1-5 views  ? help  q quit"
                 }
-                (View::Methods | View::Caps, _) => {
-                    "↑↓ select  enter its calls  1-4 views  tab next  f filter  / search  ? help  q quit"
+                (View::Methods | View::Caps | View::Threads, _) => {
+                    "↑↓ select  enter its calls  1-5 views  tab next  f filter  / search  ? help  q quit"
                 }
                 _ => {
-                    "↑↓ scroll  End newest  1-4 views  tab next  f filter  / search  ? help  q quit"
+                    "↑↓ scroll  End newest  1-5 views  tab next  f filter  / search  ? help  q quit"
                 }
             };
             Line::from(Span::styled(keys, Style::new().dim()))
@@ -702,9 +703,88 @@ fn render_log(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// Thread lanes: per connection and callee thread (`Proxy.Context.thread`), its calls, the
+/// time it spent in them, who called, and what it is running now.
+fn render_threads(frame: &mut Frame, app: &App, area: Rect, now: u64) {
+    let lanes = &app.state.lanes;
+    let sel = app.lane_sel.min(lanes.len().saturating_sub(1));
+    // What each lane runs now: its open calls in the history.
+    let running = |conn: u32, thread: &str| -> String {
+        app.state
+            .calls
+            .iter()
+            .filter(|r| r.is_open() && r.conn == conn && r.server_thread.as_deref() == Some(thread))
+            .map(|r| format!("{} {}…", r.method, format_ns(r.latency_ns(now))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rows: Vec<Row> = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, ((conn, thread), lane))| {
+            let now_running = running(*conn, thread);
+            let busy = if now_running.is_empty() {
+                Span::raw("idle")
+            } else {
+                Span::styled(now_running, Style::new().yellow())
+            };
+            Row::new(vec![
+                Cell::from(format!("#{conn}")),
+                Cell::from(thread.clone()),
+                Cell::from(lane.callers.join(", ")),
+                Cell::from(lane.calls.to_string()),
+                Cell::from(format_ns(lane.busy_ns)),
+                Cell::from(busy),
+                Cell::from(format!("{} at {}", lane.last.0, app.time(lane.last.1))),
+            ])
+            .style(if i == sel { HIGHLIGHT } else { Style::new() })
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(4),
+            Constraint::Percentage(20),
+            Constraint::Percentage(18),
+            Constraint::Length(6),
+            Constraint::Length(9),
+            Constraint::Percentage(24),
+            Constraint::Min(20),
+        ],
+    )
+    .header(
+        Row::new([
+            "conn",
+            "thread (callee)",
+            "callers",
+            "calls",
+            "busy",
+            "now",
+            "last call",
+        ])
+        .style(Style::new().bold().underlined()),
+    )
+    .block(Block::new().borders(Borders::TOP).title(format!(
+        " thread lanes from Proxy.Context ({}) ",
+        lanes.len()
+    )));
+    frame.render_widget(table, area);
+    if lanes.is_empty() {
+        let inner = Rect {
+            y: area.y + 2,
+            height: 1,
+            ..area
+        };
+        frame.render_widget(
+            Paragraph::new("no calls with a Proxy.Context thread yet").dim(),
+            inner,
+        );
+    }
+}
+
 const HELP: &str = "\
-views     1 calls  2 methods  3 capabilities  4 log   tab/shift-tab cycle
-          enter on a method or a connection: its calls (filtered)
+views     1 calls  2 methods  3 capabilities  4 log  5 threads   tab/shift-tab cycle
+          enter on a method, a connection or a thread: its calls (filtered)
 calls     ↑↓ j k  PgUp PgDn  g/Home first  G/End follow newest  esc follow
           enter/→ detail  r jump call ↔ return  space pause/resume
 detail    ↑↓ move  enter/space fold  → unfold  ← fold or parent  esc back
