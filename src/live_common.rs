@@ -3,7 +3,7 @@
 //! started and how its connections reach the relay is the platform's part (`crate::live` on
 //! unix, `crate::live_windows` on Windows).
 
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::process::ExitStatus;
 use std::sync::mpsc::Receiver;
 use std::thread::{self, JoinHandle};
@@ -126,10 +126,7 @@ pub(crate) fn describe_exit(name: &str, status: ExitStatus) -> String {
 /// The terminal UI is for a person at a terminal: stdin (keys) and stdout (screen) must both
 /// be terminals, and `--json -` owns stdout.
 pub(crate) fn use_tui(args: &RunArgs) -> bool {
-    !args.no_tui
-        && args.json.as_deref() != Some("-")
-        && std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal()
+    !args.no_tui && args.json.as_deref() != Some("-") && crate::sink::tui::on_terminal()
 }
 
 /// What a finished program leaves: its status, how it ended, and the outputs.

@@ -16,7 +16,7 @@ mod shim;
 mod shim_windows;
 mod sink;
 
-use std::io::{self, IsTerminal};
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -132,8 +132,7 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         outputs.finish();
         outputs
     };
-    let use_tui =
-        !args.json && !args.no_tui && io::stdin().is_terminal() && io::stdout().is_terminal();
+    let use_tui = !args.json && !args.no_tui && sink::tui::on_terminal();
     if use_tui {
         use mpspy_tui::{App, Feed, Options, Timebase};
         // A replay has no relay to protect: the decoder waits for the UI instead of dropping.

@@ -94,6 +94,25 @@ pub(crate) fn returns_of<'a>(events: &'a [Value], method: &str) -> Vec<&'a Value
     named(events, "return", method)
 }
 
+/// `Interface.method` of the calls on connection `conn`, in order.
+pub(crate) fn calls_on(events: &[Value], conn: &Value) -> Vec<String> {
+    let mine: Vec<Value> = events
+        .iter()
+        .filter(|e| e["conn"] == *conn)
+        .cloned()
+        .collect();
+    call_names(&mine)
+}
+
+/// The calls of a spawned test peer's session as its parent drives it.
+pub(crate) const SPAWNED_SESSION: [&str; 5] = [
+    "Init.construct",
+    "ThreadMap.makeThread",
+    "Init.makeEcho",
+    "Echo.echo",
+    "Echo.destroy",
+];
+
 /// `Interface.method` of call events, in order.
 pub(crate) fn call_names(events: &[Value]) -> Vec<String> {
     of_type(events, "call").into_iter().map(method_of).collect()

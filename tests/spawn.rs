@@ -62,19 +62,6 @@ fn launched_pids(stdout: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-fn calls_on(ev: &[Value], conn: u64) -> Vec<String> {
-    let mine: Vec<Value> = ev.iter().filter(|e| e["conn"] == conn).cloned().collect();
-    call_names(&mine)
-}
-
-const SESSION: [&str; 5] = [
-    "Init.construct",
-    "ThreadMap.makeThread",
-    "Init.makeEcho",
-    "Echo.echo",
-    "Echo.destroy",
-];
-
 #[test]
 fn a_spawned_child_is_relayed_and_the_program_sees_no_difference() {
     let dir = TestDir::new("spawn");
@@ -109,17 +96,15 @@ fn a_spawned_child_is_relayed_and_the_program_sees_no_difference() {
     assert_eq!(argv[1], "-ipcfd");
     assert_eq!(o["data"]["client"]["name"], "mpspy-testpeer");
 
-    assert_eq!(calls_on(&ev, conn), SESSION);
-    let echo = of_type(&ev, "call")
-        .into_iter()
-        .find(|e| e["data"]["method"] == "echo")
-        .unwrap();
-    assert_eq!(echo["data"]["params"]["echo"], "hi");
-    let ret = of_type(&ev, "return")
-        .into_iter()
-        .find(|e| e["data"]["method"] == "echo")
-        .unwrap();
-    assert_eq!(ret["data"]["results"]["result"], "hi");
+    assert_eq!(calls_on(&ev, &conn.into()), SPAWNED_SESSION);
+    assert_eq!(
+        calls_of(&ev, "Echo.echo")[0]["data"]["params"]["echo"],
+        "hi"
+    );
+    assert_eq!(
+        returns_of(&ev, "Echo.echo")[0]["data"]["results"]["result"],
+        "hi"
+    );
     assert_eq!(of_type(&ev, "conn_closed").len(), 1);
 
     assert_eq!(
@@ -153,7 +138,7 @@ fn nested_spawns_are_each_relayed() {
     assert_eq!(pids, servers);
     for o in &opened {
         let conn = o["conn"].as_u64().unwrap();
-        assert_eq!(calls_on(&ev, conn), SESSION, "conn {conn}");
+        assert_eq!(calls_on(&ev, &conn.into()), SPAWNED_SESSION, "conn {conn}");
     }
     assert_eq!(of_type(&ev, "conn_closed").len(), 2);
 }
@@ -174,7 +159,7 @@ fn the_examples_bare_fd_argument_is_relayed_too() {
     let argv = opened[0]["data"]["server"]["argv"].as_array().unwrap();
     assert_eq!(argv.len(), 2, "`NAME N`: {argv:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo: \"bare\""));
-    assert_eq!(calls_on(&ev, opened[0]["conn"].as_u64().unwrap()), SESSION);
+    assert_eq!(calls_on(&ev, &opened[0]["conn"]), SPAWNED_SESSION);
 }
 
 #[test]

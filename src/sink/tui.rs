@@ -1,7 +1,7 @@
 //! The terminal UI as a sink: events go over a bounded channel to the UI thread, which folds
 //! them and draws on its own tick.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -10,6 +10,11 @@ use mpspy_schema::Event;
 use mpspy_tui::Feed;
 
 use super::Sink;
+
+/// A person at a terminal: keys come from stdin and the screen is stdout.
+pub(crate) fn on_terminal() -> bool {
+    io::stdin().is_terminal() && io::stdout().is_terminal()
+}
 
 /// Events queued for the UI before the sender drops (live) or waits (replay).
 const CAPACITY: usize = 16 * 1024;

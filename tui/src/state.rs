@@ -277,6 +277,12 @@ impl State {
         self.open.len()
     }
 
+    /// The pending calls' rows (still in the history), from the open-question table rather
+    /// than a walk over the whole history.
+    pub(crate) fn open_rows(&self) -> impl Iterator<Item = &CallRow> {
+        self.open.values().filter_map(|&id| self.row(id))
+    }
+
     /// Calls per second over the last few seconds before `now_ns`.
     pub(crate) fn rate(&self, now_ns: u64) -> f64 {
         let from = now_ns.saturating_sub(RATE_WINDOW_NS);

@@ -1,6 +1,8 @@
 //! Drawing. Pure functions of the [`App`] and an explicit `now`, so snapshots are stable
 //! (nothing here reads a clock).
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use mpspy_schema::Direction;
 use mpspy_schema::stats::{LONG_POLL, format_ns};
@@ -708,25 +710,26 @@ fn render_log(frame: &mut Frame, app: &App, area: Rect) {
 fn render_threads(frame: &mut Frame, app: &App, area: Rect, now: u64) {
     let lanes = &app.state.lanes;
     let sel = app.lane_sel.min(lanes.len().saturating_sub(1));
-    // What each lane runs now: its open calls in the history.
-    let running = |conn: u32, thread: &str| -> String {
-        app.state
-            .calls
-            .iter()
-            .filter(|r| r.is_open() && r.conn == conn && r.server_thread.as_deref() == Some(thread))
-            .map(|r| format!("{} {}…", r.method, format_ns(r.latency_ns(now))))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    // What each lane runs now: the pending calls, grouped once per frame, oldest first.
+    let mut pending: Vec<&CallRow> = app.state.open_rows().collect();
+    pending.sort_by_key(|r| r.id);
+    let mut running: BTreeMap<(u32, &str), Vec<String>> = BTreeMap::new();
+    for r in pending {
+        if let Some(thread) = r.server_thread.as_deref() {
+            running.entry((r.conn, thread)).or_default().push(format!(
+                "{} {}…",
+                r.method,
+                format_ns(r.latency_ns(now))
+            ));
+        }
+    }
     let rows: Vec<Row> = lanes
         .iter()
         .enumerate()
         .map(|(i, ((conn, thread), lane))| {
-            let now_running = running(*conn, thread);
-            let busy = if now_running.is_empty() {
-                Span::raw("idle")
-            } else {
-                Span::styled(now_running, Style::new().yellow())
+            let busy = match running.get(&(*conn, thread.as_str())) {
+                Some(calls) => Span::styled(calls.join(", "), Style::new().yellow()),
+                None => Span::raw("idle"),
             };
             Row::new(vec![
                 Cell::from(format!("#{conn}")),
