@@ -6,6 +6,8 @@ mod common;
 mod decode;
 #[cfg(unix)]
 mod live;
+#[allow(dead_code)]
+mod peers;
 mod replay;
 #[cfg(unix)]
 mod spawn;
