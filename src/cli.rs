@@ -33,9 +33,14 @@ pub(crate) struct RunArgs {
     /// Record every frame to a pcapng FILE (replay with `mpspy replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub(crate) record: Option<PathBuf>,
-    /// No event lines and no summary on stderr.
+    /// Write nothing into the program's stdout and stderr (which mpspy shares with it): no event
+    /// lines, no notices, no summary. Notices still reach --json, --record, the UI and --log.
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
+    /// mpspy's own messages (notices, warnings, the exit summary) go to FILE instead of stderr
+    /// (appended; with --quiet too).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) log: Option<PathBuf>,
     /// No terminal UI: event lines on stderr instead (the UI is used only when stdin and
     /// stdout are terminals and `--json -` is not given).
     #[arg(long)]

@@ -3,9 +3,10 @@
 //! started and how its connections reach the relay is the platform's part (`crate::live` on
 //! unix, `crate::live_windows` on Windows).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::ExitStatus;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use anyhow::{Context, Result};
 use mpspy_recorder::relay::Relays;
 use mpspy_recorder::tap::{Clock, Tap, TapReceiver};
 use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_schema::event::NoticeLevel;
 
 use crate::cli::RunArgs;
 use mpspy_tui::{Action, App, Feed, Timebase};
@@ -85,26 +87,108 @@ pub(crate) fn end_session(
         .map_err(|_| anyhow::anyhow!("decoder thread panicked"))
 }
 
-/// The per-method summary on stderr (unless `quiet`), and any output error.
-pub(crate) fn print_summary(quiet: bool, how: &str, outputs: &Outputs) {
-    if !quiet {
-        if !outputs.stats.methods.is_empty() {
-            eprintln!(
-                "\nmpspy: {how}; per-method summary:\n{}",
-                outputs.stats.table()
-            );
-        } else {
-            eprintln!("mpspy: {how}; no IPC calls seen");
-        }
-        if outputs.dropped > 0 {
-            eprintln!(
-                "mpspy: {} events were dropped because decoding fell behind",
-                outputs.dropped
-            );
+/// Where mpspy's own messages go (notices, warnings, the summary): stderr, which it shares with
+/// the program; `--log FILE`; or, with `--quiet` and no `--log`, nowhere (they still reach the
+/// event outputs). Shared by the notice sink on the decoder thread and the end of the run.
+#[derive(Clone)]
+pub(crate) struct Messages(Arc<Mutex<Target>>);
+
+enum Target {
+    Stderr,
+    File(std::fs::File),
+    Nowhere,
+}
+
+impl Messages {
+    pub(crate) fn new(args: &RunArgs) -> Result<Messages> {
+        let target = match &args.log {
+            Some(path) => Target::File(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("--log {}", path.display()))?,
+            ),
+            None if args.quiet => Target::Nowhere,
+            None => Target::Stderr,
+        };
+        Ok(Messages(Arc::new(Mutex::new(target))))
+    }
+
+    /// Whether messages go to stderr (where the text event lines, which include notices, go
+    /// too).
+    pub(crate) fn is_stderr(&self) -> bool {
+        self.0.lock().is_ok_and(|t| matches!(*t, Target::Stderr))
+    }
+
+    /// One message (a line, or several).
+    pub(crate) fn say(&self, text: &str) {
+        let Ok(mut t) = self.0.lock() else { return };
+        match &mut *t {
+            Target::Stderr => eprintln!("{text}"),
+            // A log that cannot be written must not stop the session (nor reach stderr).
+            Target::File(f) => {
+                let _ = writeln!(f, "{text}");
+            }
+            Target::Nowhere => {}
         }
     }
+}
+
+/// Notices to [`Messages`], for when the text event lines (which show them) do not go there.
+pub(crate) struct NoticeSink(pub(crate) Messages);
+
+impl crate::sink::Sink for NoticeSink {
+    fn event(&mut self, e: &mpspy_schema::Event) -> std::io::Result<()> {
+        if let mpspy_schema::EventKind::Notice { level, text } = &e.kind {
+            match level {
+                NoticeLevel::Info => self.0.say(&format!("mpspy: {text}")),
+                NoticeLevel::Warning => self.0.say(&format!("mpspy: warning: {text}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The event outputs every run has besides `--json`/`--record`: the UI, or the text lines on
+/// stderr (unless `--quiet`, or `--json -` owns the terminal's attention), and mpspy's notices
+/// where [`Messages`] go when the text lines do not show them there.
+pub(crate) fn add_screen_outputs(
+    args: &RunArgs,
+    outputs: &mut Outputs,
+    ui: Option<&UiSender>,
+    messages: &Messages,
+) {
+    let text_lines = ui.is_none() && args.json.as_deref() != Some("-") && !args.quiet;
+    if let Some(sender) = ui {
+        outputs.add(Box::new(crate::sink::tui::UiSink(sender.clone())));
+    } else if text_lines {
+        outputs.text_stderr(true);
+    }
+    // On stderr the UI or the text lines show notices already.
+    if !messages.is_stderr() || !(text_lines || ui.is_some()) {
+        outputs.add(Box::new(NoticeSink(messages.clone())));
+    }
+}
+
+/// The per-method summary and any output error, to [`Messages`].
+pub(crate) fn print_summary(messages: &Messages, how: &str, outputs: &Outputs) {
+    if !outputs.stats.methods.is_empty() {
+        messages.say(&format!(
+            "\nmpspy: {how}; per-method summary:\n{}",
+            outputs.stats.table()
+        ));
+    } else {
+        messages.say(&format!("mpspy: {how}; no IPC calls seen"));
+    }
+    if outputs.dropped > 0 {
+        messages.say(&format!(
+            "mpspy: {} events were dropped because decoding fell behind",
+            outputs.dropped
+        ));
+    }
     if let Some(e) = &outputs.error {
-        eprintln!("mpspy: warning: {e:#}");
+        messages.say(&format!("mpspy: warning: {e:#}"));
     }
 }
 
@@ -124,9 +208,12 @@ pub(crate) fn describe_exit(name: &str, status: ExitStatus) -> String {
 }
 
 /// The terminal UI is for a person at a terminal: stdin (keys) and stdout (screen) must both
-/// be terminals, and `--json -` owns stdout.
+/// be terminals, and `--json -` owns stdout. `--quiet` leaves the terminal to the program.
 pub(crate) fn use_tui(args: &RunArgs) -> bool {
-    !args.no_tui && args.json.as_deref() != Some("-") && crate::sink::tui::on_terminal()
+    !args.no_tui
+        && !args.quiet
+        && args.json.as_deref() != Some("-")
+        && crate::sink::tui::on_terminal()
 }
 
 /// What a finished program leaves: its status, how it ended, and the outputs.

@@ -2,8 +2,8 @@
 //! processes it spawns (libmultiprocess PR #231's named pipe protocol; [`crate::shim_windows`]).
 //!
 //! Listening and connecting sockets (`-ipcbind`, `-ipcconnect`) would be AF_UNIX on Windows
-//! too, which mpspy does not relay there yet: a program that asks for them is refused rather
-//! than run without mpspy on them. On a console the terminal UI works as on unix; Ctrl-C in it
+//! too, which mpspy does not relay there yet: a program that asks for them runs as given, and a
+//! warning notice says those sockets are not recorded. On a console the terminal UI works as on unix; Ctrl-C in it
 //! is passed to the program's console group.
 
 use std::fs;
@@ -15,12 +15,12 @@ use mpspy_recorder::bitcoin;
 use mpspy_recorder::relay::{ConnIds, Relays};
 use mpspy_recorder::tap::{Clock, Tap};
 use mpspy_recorder::winspawn::{self, Output};
-use mpspy_schema::event::Peer;
+use mpspy_schema::event::{NoticeLevel, Peer};
 
 use crate::cli::RunArgs;
 use crate::live_common;
 use crate::shim_windows::{self, display_name};
-use crate::sink::tui::{UiSender, UiSink};
+use crate::sink::tui::UiSender;
 
 /// Removes mpspy's private directory, whatever way the run ends.
 struct Cleanup(PathBuf);
@@ -71,12 +71,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .split_first()
         .context("no program given after --")?;
     let name = display_name(program);
+    let messages = live_common::Messages::new(args)?;
     let env = bitcoin::Env::from_process().context("reading the environment")?;
     // No default -ipcbind here: that would be a unix socket.
-    let plan = bitcoin::plan(program, pargs, &env, false)
-        .with_context(|| format!("working out the IPC sockets of {name}"))?;
-    if !plan.binds.is_empty() || plan.connect.is_some() {
-        let what: Vec<String> = plan
+    let unix_sockets: Vec<String> = match bitcoin::plan(program, pargs, &env, false) {
+        Ok(plan) => plan
             .binds
             .iter()
             .map(|b| format!("-ipcbind unix:{}", b.path.display()))
@@ -85,27 +84,28 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                     .iter()
                     .map(|c| format!("-ipcconnect unix:{}", c.display())),
             )
-            .collect();
-        bail!(
-            "{name} would use unix sockets ({}), and unix sockets are not supported on Windows yet: \
-             mpspy relays only the connections of the processes a program spawns there",
-            what.join(", ")
-        );
-    }
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let real = locate(program)?;
 
     let config = crate::schema_config(&args.schema)?;
     let clock = Clock::start();
     let mut outputs = live_common::outputs(args, &config, &clock)?;
     let ui = live_common::use_tui(args).then(|| UiSender::new(false));
-    if let Some((sender, _)) = &ui {
-        outputs.add(Box::new(UiSink(sender.clone())));
-    } else if args.json.as_deref() != Some("-") && !args.quiet {
-        outputs.text_stderr(true);
-    }
+    live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
     let private = private_dir()?;
     let cleanup = Cleanup(private.clone());
     let (tap, rx) = Tap::new(live_common::TAP_CAPACITY, clock);
+    if !unix_sockets.is_empty() {
+        tap.notice(
+            NoticeLevel::Warning,
+            format!(
+                "{name} uses unix sockets ({}), which mpspy does not relay on Windows yet: they are not recorded",
+                unix_sockets.join(", ")
+            ),
+        );
+    }
     let ids = ConnIds::default();
     let relays = Relays::default();
     let shims = if args.no_spawn_shim {
@@ -114,11 +114,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         match shim_windows::setup(&private, &real, &tap, &ids, &relays) {
             Ok(s) => Some(s),
             Err(e) => {
-                if !args.quiet {
-                    eprintln!(
-                        "mpspy: warning: not interposing on spawned processes ({e:#}); --no-spawn-shim silences this"
-                    );
-                }
+                tap.notice(
+                    NoticeLevel::Warning,
+                    format!(
+                        "not interposing on spawned processes ({e:#}); --no-spawn-shim silences this"
+                    ),
+                );
                 None
             }
         }
@@ -181,7 +182,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let (status, how, outputs) = live_common::run_session(ui, finish, &title, origin, interrupt)?;
     drop(cleanup);
-    live_common::print_summary(args.quiet, &how, &outputs);
+    live_common::print_summary(&messages, &how, &outputs);
     let code = status.code().unwrap_or(1);
     Ok(match u8::try_from(code) {
         Ok(c) => ExitCode::from(c),

@@ -333,6 +333,7 @@ fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         no_tui: args.no_tui,
         record: args.record.clone(),
         quiet: false,
+        log: None,
         no_bind: true,
         no_spawn_shim: false,
         schema: SchemaArgs::default(),

@@ -32,11 +32,11 @@ use std::time::Duration;
 use mpspy_recorder::fd::take_inherited_fd;
 use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, relay};
 use mpspy_recorder::shim::{
-    ENV_CONTROL, ENV_DIR, ENV_EXECED, ENV_REAL_DIR, SpawnHeader, hand_off, is_after_commit,
-    recv_spawn, send_reply, spawn_fd_arg,
+    ENV_CONTROL, ENV_DIR, ENV_EXECED, ENV_QUIET, ENV_REAL_DIR, SpawnHeader, hand_off,
+    is_after_commit, recv_spawn, send_reply, spawn_fd_arg,
 };
 use mpspy_recorder::tap::Tap;
-use mpspy_schema::event::Peer;
+use mpspy_schema::event::{NoticeLevel, Peer};
 
 /// Whether this process is a shim: mpspy's environment says so, and argv0 is in the shim
 /// directory (a spawn through a shim entry), and we are not the real program that a shim
@@ -96,10 +96,12 @@ pub(crate) fn run(argv: &[OsString]) -> ExitCode {
                 }
                 // Not a socket: not a libmultiprocess spawn; nothing to say.
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
-                Err(e) => eprintln!(
+                // The program runs unrecorded; say so unless mpspy was told to be invisible.
+                Err(e) if std::env::var_os(ENV_QUIET).is_none() => eprintln!(
                     "mpspy: {}: not recording its IPC connection ({e}); running it directly",
                     name.to_string_lossy()
                 ),
+                Err(_) => {}
             }
             // Fd N (relayed or not) stays open and inheritable for the real program.
             let _ = fd.into_raw_fd();
@@ -172,8 +174,8 @@ impl Shims {
 const WRAPPER_NAME: &str = "bitcoin";
 
 /// Prepares the shims in `private` (mpspy's 0700 directory) for `program` and starts the control
-/// thread that relays each spawned connection. `None` (after a warning unless `quiet`) when
-/// that is not possible; the program then runs as it would have without them.
+/// thread that relays each spawned connection. `None` (after a notice) when that is not
+/// possible; the program then runs as it would have without them.
 pub(crate) fn setup(
     private: &Path,
     program: &str,
@@ -185,21 +187,26 @@ pub(crate) fn setup(
     let real = locate(program)?;
     let name = real.file_name()?.to_os_string();
     if name == WRAPPER_NAME {
-        if !quiet {
-            eprintln!(
-                "mpspy: note: the bitcoin wrapper resolves its own path, so processes spawned under it are not interposed on; run bitcoin-node (or bitcoin-gui) directly to see them"
-            );
-        }
+        tap.notice(
+            NoticeLevel::Info,
+            "the bitcoin wrapper resolves its own path, so processes spawned under it are not interposed on; run bitcoin-node (or bitcoin-gui) directly to see them",
+        );
         return None;
     }
     match try_setup(private, &real, &name, tap, ids, relays) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            if !quiet {
-                eprintln!(
-                    "mpspy: warning: not interposing on spawned processes ({e:#}); --no-spawn-shim silences this"
-                );
+        Ok(mut s) => {
+            if quiet {
+                s.env.push((ENV_QUIET, "1".into()));
             }
+            Some(s)
+        }
+        Err(e) => {
+            tap.notice(
+                NoticeLevel::Warning,
+                format!(
+                    "not interposing on spawned processes ({e:#}); --no-spawn-shim silences this"
+                ),
+            );
             None
         }
     }

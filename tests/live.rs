@@ -3,6 +3,7 @@
 //! by the peer's own Rust client.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,12 +55,24 @@ impl Drop for TestDir {
     }
 }
 
+/// Waits until mpspy's messages in `log` (`--log`) say it has taken over the program's listening
+/// socket: before that a client could reach the program directly.
+pub(crate) fn wait_interposed(log: &Path) {
+    wait_for(
+        || std::fs::read_to_string(log).is_ok_and(|t| t.contains("mpspy relays every connection")),
+        "mpspy to take over the program's socket",
+    );
+}
+
 /// Starts `mpspy ARGS -- testpeer -ipcbind=unix:SOCK` with its private files under the test dir.
 fn start_wrapped_peer(dir: &TestDir, mpspy_args: &[&str]) -> (Child, PathBuf) {
     let sock = dir.path("node.sock");
+    let log = dir.path("mpspy.log");
     let child = mpspy()
         .env("TMPDIR", dir.path("tmp"))
         .args(mpspy_args)
+        .arg("--log")
+        .arg(&log)
         .arg("--")
         .arg(testpeer())
         .arg(format!("-ipcbind=unix:{}", sock.display()))
@@ -67,9 +80,8 @@ fn start_wrapped_peer(dir: &TestDir, mpspy_args: &[&str]) -> (Child, PathBuf) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // mpspy binds before it starts the program, so the file existing means it listens. (A probe
-    // connection would itself be a connection in the events.)
-    wait_for(|| sock.exists(), "mpspy to listen");
+    // (A probe connection would itself be a connection in the events.)
+    wait_interposed(&log);
     (child, sock)
 }
 
@@ -158,12 +170,18 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
         "the clients' connections closed",
     );
     let stderr = stop_ok(child);
-    // The summary at exit names the methods.
+    // The event lines go to stderr; mpspy's messages and the summary at exit, which names the
+    // methods, to --log.
+    assert!(stderr.contains("→ call q1 Init.construct"), "{stderr}");
+    let log = std::fs::read_to_string(dir.path("mpspy.log")).unwrap();
     assert!(
-        stderr.contains("per-method summary") && stderr.contains("Echo.echo"),
-        "{stderr}"
+        log.contains("per-method summary") && log.contains("Echo.echo"),
+        "{log}"
     );
-    assert!(!sock.exists(), "mpspy removed its socket");
+    assert!(!stderr.contains("per-method summary"), "{stderr}");
+    // The socket is left as the program leaves it: nobody listens there any more.
+    let e = std::os::unix::net::UnixStream::connect(&sock).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     assert_eq!(
         std::fs::read_dir(dir.path("tmp")).unwrap().count(),
         0,
@@ -307,9 +325,9 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
     signal(peer_pid as u32, "-KILL");
     let status = child.wait_with_output().unwrap().status;
     assert_eq!(
-        status.code(),
-        Some(128 + 9),
-        "mpspy exits like the program did"
+        (status.code(), status.signal()),
+        (None, Some(9)),
+        "mpspy ends like the program did: killed by SIGKILL"
     );
     let _ = client.kill();
     let _ = client.wait();
@@ -366,21 +384,30 @@ fn bad_input_names_what_is_wrong_and_leaves_nothing_behind() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--record /nonexistent/dir/x.pcapng"), "{err}");
 
+    // The program's own bad arguments are the program's to report: mpspy runs it as given, and
+    // it fails as it would without mpspy, with its own message and status.
     let file = dir.path("not-a-socket");
     std::fs::write(&file, "keep me").unwrap();
     let peer = testpeer();
-    let (code, err) = run(&[
-        "--",
-        peer.to_str().unwrap(),
-        &format!("-ipcbind=unix:{}", file.display()),
-    ]);
-    assert_eq!(code, Some(2));
-    assert!(err.contains("not a socket"), "{err}");
+    let bind = format!("-ipcbind=unix:{}", file.display());
+    let alone = Command::new(&peer).arg(&bind).output().unwrap();
+    assert!(!alone.status.success());
+    let (code, err) = run(&["--", peer.to_str().unwrap(), &bind]);
+    assert_eq!(code, alone.status.code(), "{err}");
+    assert!(
+        err.contains(String::from_utf8_lossy(&alone.stderr).trim()),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 
     let (code, err) = run(&["--", "true", "-datadir=/nonexistent/datadir"]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("/nonexistent/datadir"), "{err}");
+    assert_eq!(code, Some(0), "run as given: {err}");
+    assert!(
+        err.contains("could not work out the IPC sockets of true")
+            && err.contains("/nonexistent/datadir")
+            && err.contains("running it as given"),
+        "{err}"
+    );
 
     assert_eq!(
         std::fs::read_dir(dir.path("tmp")).unwrap().count(),
@@ -416,9 +443,12 @@ fn the_bitcoin_wrapper_is_followed_to_the_program_it_would_run() {
     std::os::unix::fs::symlink(testpeer(), dir.path("libexec/bitcoin-node")).unwrap();
     let sock = dir.path("node.sock");
     let json = dir.path("events.jsonl");
+    let log = dir.path("mpspy.log");
     let child = mpspy()
         .env("TMPDIR", dir.path("tmp"))
-        .args(["--quiet", "--json", json.to_str().unwrap(), "--"])
+        .args(["--quiet", "--json", json.to_str().unwrap(), "--log"])
+        .arg(&log)
+        .arg("--")
         .arg(dir.path("bin/bitcoin"))
         .args(["-m", "node"])
         .arg(format!("-ipcbind=unix:{}", sock.display()))
@@ -426,7 +456,7 @@ fn the_bitcoin_wrapper_is_followed_to_the_program_it_would_run() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(|| sock.exists(), "mpspy to listen");
+    wait_interposed(&log);
     let out = Command::new(testpeer())
         .args([
             "client",
@@ -442,8 +472,16 @@ fn the_bitcoin_wrapper_is_followed_to_the_program_it_would_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = stop_ok(child);
-    assert!(stderr.contains("libexec/bitcoin-node"), "{stderr}");
+    assert!(!stderr.contains("mpspy"), "--quiet: {stderr}");
     let ev = events_in(&json);
+    let notices: Vec<&str> = of_type(&ev, "notice")
+        .iter()
+        .map(|n| n["data"]["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        notices[0].contains("`bitcoin` would run") && notices[0].contains("libexec/bitcoin-node"),
+        "{notices:?}"
+    );
     assert_eq!(
         calls_of(&ev, "Echo.echo")[0]["data"]["params"]["echo"],
         "via wrapper"
@@ -508,9 +546,12 @@ fn a_node_without_ipcbind_gets_one_at_bitcoins_default_path() {
     let node = dir.path("bitcoin-node");
     std::os::unix::fs::symlink(testpeer(), &node).unwrap();
     let sock = datadir.join("regtest/node.sock");
+    let log = dir.path("mpspy.log");
     let child = mpspy()
         .env("TMPDIR", dir.path("tmp"))
         .arg("--quiet")
+        .arg("--log")
+        .arg(&log)
         .arg("--")
         .arg(&node)
         .arg(format!("-datadir={}", datadir.display()))
@@ -519,10 +560,7 @@ fn a_node_without_ipcbind_gets_one_at_bitcoins_default_path() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(
-        || sock.exists(),
-        "the default socket <datadir>/regtest/node.sock",
-    );
+    wait_interposed(&log);
     let out = Command::new(testpeer())
         .args(["client", &format!("unix:{}", sock.display())])
         .output()
@@ -533,9 +571,17 @@ fn a_node_without_ipcbind_gets_one_at_bitcoins_default_path() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = stop_ok(child);
+    assert_eq!(stderr, "", "--quiet writes nothing on the program's stderr");
+    let log = std::fs::read_to_string(&log).unwrap();
     assert!(
-        stderr.contains("adding -ipcbind=unix") && stderr.contains("--no-bind"),
-        "{stderr}"
+        log.contains("mpspy adds -ipcbind=unix") && log.contains("--no-bind"),
+        "{log}"
     );
-    assert!(!sock.exists());
+    assert!(
+        log.contains(&format!("listens on {}", sock.display())),
+        "{log}"
+    );
+    // Left as the program leaves it: a socket nobody listens on.
+    let e = std::os::unix::net::UnixStream::connect(&sock).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
 }

@@ -16,9 +16,15 @@
 //!   backwards-compatible rule), except for the chain options, where the last one wins.
 //! - List options (`-ipcbind`): Bitcoin **combines** the command-line and config-file values. The
 //!   command line does not replace the config file's. `-noipcbind` discards the command-line
-//!   values before it, and the config file's too if nothing follows it. So a program whose config
-//!   file has `ipcbind=` lines can only be kept off those paths by giving it a copy of its config
-//!   without them (see [`filtered_config`] and [`rewrite_with_config`]).
+//!   values before it, and the config file's too if nothing follows it.
+//! - `-conf`: Bitcoin master reads `-conf=0` as a file named `0` (only `-noconf` disables the
+//!   config file); an explicit `-conf` that cannot be read is the program's own error. When the
+//!   config cannot be read, [`plan`] goes on with the command line alone and says so in
+//!   [`Plan::notes`], so mpspy still interposes what the command line names and the program
+//!   reports its own error.
+//! - Programs other than Bitcoin Core's own (`sv2-tp`, test peers) are planned from their
+//!   command line only: their config files are theirs (sv2-tp, for one, reads `-conf=0` as "no
+//!   config file"), and their options are not Bitcoin's.
 //!
 //! Not modelled: `includeconf`, `settings.json`, and the per-option flags Bitcoin registers
 //! (unknown options are accepted here; the program itself rejects them).
@@ -111,8 +117,7 @@ pub fn role(program: &str) -> Role {
 pub enum BindOrigin {
     /// An `-ipcbind` argument (see [`BindSpec::arg_index`]).
     CommandLine,
-    /// An `ipcbind=` line of the config file. Bitcoin adds these to the command line's, so the
-    /// program must be given a copy of its config without them ([`filtered_config`]).
+    /// An `ipcbind=` line of the config file (Bitcoin adds these to the command line's).
     ConfigFile {
         /// The config file.
         file: PathBuf,
@@ -148,18 +153,10 @@ pub struct Plan {
     pub network_datadir: PathBuf,
     /// The chain: "main", "test", "testnet4", "signet" or "regtest".
     pub chain: String,
-}
-
-impl Plan {
-    /// Whether some binds come from the config file. Then the program must be started with a
-    /// copy of its config without `ipcbind` lines ([`filtered_config`],
-    /// [`rewrite_with_config`]), or it would listen on those public paths itself.
-    #[must_use]
-    pub fn has_config_binds(&self) -> bool {
-        self.binds
-            .iter()
-            .any(|b| matches!(b.origin, BindOrigin::ConfigFile { .. }))
-    }
+    /// What could not be read and was left out of the plan (an unreadable or malformed config
+    /// file): the program reports these itself, so they are notes for mpspy's outputs, not
+    /// errors.
+    pub notes: Vec<String>,
 }
 
 /// Why a Bitcoin command line could not be planned.
@@ -224,10 +221,13 @@ pub enum BitcoinArgsError {
 /// `<network datadir>/node.sock` exists as a socket (otherwise the cli falls back to HTTP), and
 /// none at all when `-rpcconnect` is set.
 ///
+/// A config file that cannot be read or parsed is left out and named in [`Plan::notes`]: what
+/// the command line names is still planned.
+///
 /// # Errors
-/// The problems Bitcoin itself would report: a missing `-datadir`, an unreadable explicit
-/// `-conf`, a malformed config, conflicting or unknown chains, unrecognized addresses, and
-/// socket paths that are too long.
+/// The problems Bitcoin itself would stop at before listening, where no plan is possible: a
+/// missing `-datadir`, conflicting or unknown chains, unrecognized addresses, and socket paths
+/// that are too long. The program reports these itself when it is run as given.
 pub fn plan(
     program: &str,
     args: &[String],
@@ -237,67 +237,22 @@ pub fn plan(
     plan_for(Os::CURRENT, program, args, env, add_default_bind)
 }
 
-/// Returns `args` rewritten so the program binds at `private_binds[i]` instead of
-/// `plan.binds[i]` and connects to `private_connect` instead of `plan.connect`.
-///
-/// Command-line binds are replaced in place; binds from the config file or added by mpspy are
-/// inserted as `-ipcbind=unix:<private>` after the last option (before the first positional
-/// argument). `args` must be the arguments `plan` was made from, and the private paths should be
-/// absolute.
-///
-/// If [`Plan::has_config_binds`], this alone is not enough: Bitcoin adds config-file binds to the
-/// command line's, so the program would still listen on the public config paths. Use
-/// [`rewrite_with_config`] with a copy of the config from [`filtered_config`].
-///
-/// # Panics
-/// If `private_binds` and `plan.binds` differ in length.
+/// Returns `args` with what mpspy adds: `-ipcbind=unix` when the plan has an
+/// [`BindOrigin::Added`] bind, and `-ipcconnect=unix:<private_connect>` in place of the
+/// connection the program would make (the last command-line `-ipcconnect`, which is the one in
+/// force, is replaced; otherwise the option is added). Added options go after the last option,
+/// before the first positional argument. Binds are not rewritten: the program listens where it
+/// would, and mpspy takes its socket over once it is there (`crate::takeover`).
 #[must_use]
-pub fn rewrite(
-    args: &[String],
-    plan: &Plan,
-    private_binds: &[PathBuf],
-    private_connect: Option<&Path>,
-) -> Vec<String> {
-    rewrite_with_config(args, plan, private_binds, private_connect, None)
-}
-
-/// [`rewrite`], and when `private_config` is given, also points the program at that config file
-/// (`-conf=<path>`, which must be absolute; `-allowignoredconf=1` so Bitcoin accepts that the
-/// datadir's own `bitcoin.conf` goes unused). With the contents of [`filtered_config`] there, the
-/// program ends up listening only on the private paths.
-///
-/// # Panics
-/// If `private_binds` and `plan.binds` differ in length.
-#[must_use]
-pub fn rewrite_with_config(
-    args: &[String],
-    plan: &Plan,
-    private_binds: &[PathBuf],
-    private_connect: Option<&Path>,
-    private_config: Option<&Path>,
-) -> Vec<String> {
-    assert_eq!(
-        private_binds.len(),
-        plan.binds.len(),
-        "rewrite: one private path per planned bind"
-    );
+pub fn rewrite(args: &[String], plan: &Plan, private_connect: Option<&Path>) -> Vec<String> {
     let cmd = parse_command_line(args, Os::CURRENT);
     let mut out = args.to_vec();
     let mut extra = Vec::new();
-    if let Some(conf) = private_config {
-        extra.push(format!("-conf={}", conf.to_string_lossy()));
-        extra.push("-allowignoredconf=1".to_string());
-    }
-    for (spec, private) in plan.binds.iter().zip(private_binds) {
-        let arg = format!("-ipcbind=unix:{}", private.to_string_lossy());
-        match spec.arg_index {
-            Some(i) if i < out.len() => out[i] = arg,
-            _ => extra.push(arg),
-        }
+    if plan.binds.iter().any(|b| b.origin == BindOrigin::Added) {
+        extra.push("-ipcbind=unix".to_string());
     }
     if let (Some(_), Some(private)) = (&plan.connect, private_connect) {
         let arg = format!("-ipcconnect=unix:{}", private.to_string_lossy());
-        // The last command-line value is the one in force; replace it, or add ours.
         match cmd.entries.iter().rev().find(|e| e.name == "ipcconnect") {
             Some(e) => out[e.index] = arg,
             None => extra.push(arg),
@@ -305,39 +260,6 @@ pub fn rewrite_with_config(
     }
     out.splice(cmd.end..cmd.end, extra);
     out
-}
-
-/// When [`Plan::has_config_binds`]: the program's config file with every `ipcbind` line
-/// (any section, negated or not) commented out, to be written somewhere private and passed to
-/// [`rewrite_with_config`]. `None` when the plan has no config-file binds.
-///
-/// # Errors
-/// When the config file can no longer be read.
-pub fn filtered_config(plan: &Plan) -> Result<Option<String>, BitcoinArgsError> {
-    let Some(file) = plan.binds.iter().find_map(|b| match &b.origin {
-        BindOrigin::ConfigFile { file, .. } => Some(file),
-        _ => None,
-    }) else {
-        return Ok(None);
-    };
-    let bytes = fs::read(file).map_err(|source| BitcoinArgsError::ConfRead {
-        path: file.clone(),
-        source,
-    })?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut out = String::with_capacity(text.len() + 64);
-    let mut prefix = String::new();
-    for raw in text.split_inclusive('\n') {
-        let is_bind = match classify_conf_line(raw, 0, &mut prefix) {
-            ConfLine::Opt { name, .. } => interpret_key(&name).name == "ipcbind",
-            _ => false,
-        };
-        if is_bind {
-            out.push_str("# disabled by mpspy (it listens here instead): ");
-        }
-        out.push_str(raw);
-    }
-    Ok(Some(out))
 }
 
 /// For the `bitcoin` wrapper (README §5.5): the program it would run for `args` (its arguments,
@@ -900,6 +822,8 @@ struct Resolved {
     conf: Option<Config>,
     chain: String,
     network_datadir: PathBuf,
+    /// Why the config file was left out, when it was.
+    notes: Vec<String>,
 }
 
 impl Resolved {
@@ -912,14 +836,32 @@ impl Resolved {
 }
 
 /// Bitcoin's startup order: command-line datadir, config file, chain, final datadir.
-fn resolve(os: Os, args: &[String], env: &Env) -> Result<Resolved, BitcoinArgsError> {
+///
+/// `with_config`: read the config file as Bitcoin does. A config that cannot be read or parsed
+/// is left out with a note (the program will say what is wrong with it itself).
+fn resolve(
+    os: Os,
+    args: &[String],
+    env: &Env,
+    with_config: bool,
+) -> Result<Resolved, BitcoinArgsError> {
     let cmd = parse_command_line(args, os);
     let base_settings = Settings {
         cmd: &cmd.entries,
         conf: None,
     };
     let base = datadir(&base_settings, None, os, env)?;
-    let conf = read_config(&base_settings, &base)?;
+    let mut notes = Vec::new();
+    let conf = if with_config {
+        read_config(&base_settings, &base).unwrap_or_else(|e| {
+            notes.push(format!(
+                "{e}; planned from the command line alone (the program will report this itself)"
+            ));
+            None
+        })
+    } else {
+        None
+    };
     let settings = Settings {
         cmd: &cmd.entries,
         conf: conf.as_ref(),
@@ -938,6 +880,7 @@ fn resolve(os: Os, args: &[String], env: &Env) -> Result<Resolved, BitcoinArgsEr
         conf,
         chain,
         network_datadir,
+        notes,
     })
 }
 
@@ -981,22 +924,19 @@ fn plan_for(
     env: &Env,
     add_default_bind: bool,
 ) -> Result<Plan, BitcoinArgsError> {
-    let r = resolve(os, args, env)?;
+    let role = role(program);
+    // Only Bitcoin Core's own programs read Bitcoin's config file by Bitcoin's rules.
+    let r = resolve(os, args, env, role != Role::Other)?;
     let settings = r.settings();
     let network = Some(r.chain.as_str());
     let netdir = &r.network_datadir;
     let mut binds = Vec::new();
     let mut connect = None;
-    let role = role(program);
     match role {
         Role::Node | Role::Other => {
             if let Some(stem) = listener_stem(program) {
                 let stem = stem.as_str();
                 for (value, src) in settings.get_list("ipcbind", network) {
-                    // Bitcoin's config file is not another program's config.
-                    if role == Role::Other && matches!(src, Src::Conf(_)) {
-                        continue;
-                    }
                     let address = value.to_arg_string();
                     let path = unix_address_path(&address, netdir, stem).ok_or(
                         BitcoinArgsError::UnrecognizedAddress {
@@ -1048,6 +988,7 @@ fn plan_for(
         connect,
         network_datadir: r.network_datadir.clone(),
         chain: r.chain.clone(),
+        notes: r.notes.clone(),
     })
 }
 
@@ -1128,7 +1069,7 @@ fn wrapper_target_impl(
 /// The wrapper's `UseMultiprocess` without `-m`/`-M`: any `ipc*` option set.
 fn wrapper_wants_multiprocess(args: &[String], env: Option<&Env>) -> bool {
     const IPC: [&str; 3] = ["ipcbind", "ipcconnect", "ipcfd"];
-    if let Some(r) = env.and_then(|env| resolve(Os::CURRENT, args, env).ok()) {
+    if let Some(r) = env.and_then(|env| resolve(Os::CURRENT, args, env, true).ok()) {
         let settings = r.settings();
         return IPC.iter().any(|n| settings.is_set(n, Some(&r.chain)));
     }
@@ -1556,7 +1497,6 @@ mod tests {
                 line: 3
             }
         );
-        assert!(p.has_config_binds());
 
         // Config binds count as "given": no default bind on top.
         let p = plan_for(Os::Unix, "bitcoin-node", &[], &env, true).unwrap();
@@ -1657,13 +1597,19 @@ mod tests {
         let p = node(&[&format!("-conf={}", abs.display())], &env);
         assert_eq!(bind_paths(&p), vec![t.datadir().join("regtest/node.sock")]);
 
-        // A missing explicit -conf is an error; a missing default one is fine.
-        let e = err("bitcoin-node", &[&datadir_arg, "-conf=missing.conf"], &env);
-        assert!(
-            matches!(&e, BitcoinArgsError::ConfRead { path, .. } if *path == dd.join("missing.conf")),
-            "{e:?}"
-        );
-        let msg = e.to_string();
+        // A missing explicit -conf is the program's error; mpspy notes it and plans from the
+        // command line alone. A missing default one is fine.
+        let only_note = |a: &[&str]| {
+            let p = plan_for(Os::Unix, "bitcoin-node", &args(a), &env, false).unwrap();
+            assert_eq!(p.notes.len(), 1, "{p:?}");
+            (p.notes[0].clone(), bind_paths(&p))
+        };
+        let (msg, binds) = only_note(&[
+            &datadir_arg,
+            "-regtest",
+            "-conf=missing.conf",
+            "-ipcbind=unix:cmd.sock",
+        ]);
         assert!(
             msg.starts_with(&format!(
                 "-conf: cannot read {}: ",
@@ -1671,24 +1617,40 @@ mod tests {
             )),
             "{msg}"
         );
-        assert!(node(&[&datadir_arg], &env).binds.is_empty());
-
-        let e = err("bitcoin-node", &[&format!("-conf={}", dd.display())], &env);
-        assert!(matches!(e, BitcoinArgsError::ConfIsDirectory(_)), "{e:?}");
-
-        // Malformed config files are refused, as Bitcoin refuses them.
-        t.write("dd/bad1.conf", "regtest=1\n-ipcbind=unix\n");
-        let e = err("bitcoin-node", &[&datadir_arg, "-conf=bad1.conf"], &env);
-        assert!(e.to_string().contains("parse error on line 2"), "{e}");
-        t.write("dd/bad2.conf", "noregtest\n");
-        let e = err("bitcoin-node", &[&datadir_arg, "-conf=bad2.conf"], &env);
-        assert!(e.to_string().contains("use noregtest=1 instead"), "{e}");
-        t.write("dd/bad3.conf", "conf=other.conf\n");
-        let e = err("bitcoin-node", &[&datadir_arg, "-conf=bad3.conf"], &env);
         assert!(
-            e.to_string()
-                .contains("conf cannot be set in the configuration file"),
-            "{e}"
+            msg.ends_with("the program will report this itself)"),
+            "{msg}"
+        );
+        assert_eq!(
+            binds,
+            vec![dd.join("regtest/cmd.sock")],
+            "the command line still counts"
+        );
+        let p = node(&[&datadir_arg], &env);
+        assert!(p.binds.is_empty() && p.notes.is_empty(), "{p:?}");
+
+        let (msg, _) = only_note(&[&format!("-conf={}", dd.display())]);
+        assert!(
+            msg.starts_with("-conf: ") && msg.contains("is a directory"),
+            "{msg}"
+        );
+        // The default bitcoin.conf a directory: the same.
+        fs::create_dir_all(dd.join("bitcoin.conf")).unwrap();
+        let (msg, _) = only_note(&[&datadir_arg]);
+        assert!(msg.contains("is a directory"), "{msg}");
+
+        // Malformed config files: noted as Bitcoin would refuse them.
+        t.write("dd/bad1.conf", "regtest=1\n-ipcbind=unix\n");
+        let (msg, _) = only_note(&[&datadir_arg, "-conf=bad1.conf"]);
+        assert!(msg.contains("parse error on line 2"), "{msg}");
+        t.write("dd/bad2.conf", "noregtest\n");
+        let (msg, _) = only_note(&[&datadir_arg, "-conf=bad2.conf"]);
+        assert!(msg.contains("use noregtest=1 instead"), "{msg}");
+        t.write("dd/bad3.conf", "conf=other.conf\n");
+        let (msg, _) = only_note(&[&datadir_arg, "-conf=bad3.conf"]);
+        assert!(
+            msg.contains("conf cannot be set in the configuration file"),
+            "{msg}"
         );
     }
 
@@ -1915,130 +1877,53 @@ mod tests {
     }
 
     /// Re-plans the rewritten arguments: the program must end up with exactly the private binds.
-    fn replanned(a: &[String], env: &Env) -> Vec<PathBuf> {
-        bind_paths(&plan_for(Os::Unix, "bitcoin-node", a, env, false).unwrap())
-    }
-
     #[test]
-    fn rewrite_command_line_and_added_binds() {
+    fn rewrite_adds_the_default_bind_and_leaves_binds_alone() {
         let t = TempDir::new("rw");
         let env = t.env();
-        t.datadir();
-        let priv_a = t.path().join("priv/a.sock");
-        let priv_b = t.path().join("priv/b.sock");
+        let d = t.datadir();
 
+        // The program's own binds are not rewritten (mpspy takes them over where they are).
         let a = args(&[
             "-regtest",
             "-ipcbind=unix",
             "-debug=ipc",
             "--ipcbind=unix:x",
         ]);
-        let p = node(
-            &[
-                "-regtest",
-                "-ipcbind=unix",
-                "-debug=ipc",
-                "--ipcbind=unix:x",
-            ],
-            &env,
-        );
-        let out = rewrite(&a, &p, &[priv_a.clone(), priv_b.clone()], None);
+        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
         assert_eq!(
-            out,
-            args(&[
-                "-regtest",
-                &format!("-ipcbind=unix:{}", priv_a.display()),
-                "-debug=ipc",
-                &format!("-ipcbind=unix:{}", priv_b.display()),
-            ])
+            bind_paths(&p),
+            vec![d.join("regtest/node.sock"), d.join("regtest/x")]
         );
-        assert_eq!(replanned(&out, &env), vec![priv_a.clone(), priv_b.clone()]);
+        assert_eq!(rewrite(&a, &p, None), a);
 
-        // Cleared values stay cleared.
-        let a = args(&["-ipcbind=unix:old", "-noipcbind", "-ipcbind=unix"]);
-        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, false).unwrap();
-        let out = rewrite(&a, &p, std::slice::from_ref(&priv_a), None);
-        assert_eq!(out[0], "-ipcbind=unix:old");
-        assert_eq!(out[2], format!("-ipcbind=unix:{}", priv_a.display()));
-        assert_eq!(replanned(&out, &env), vec![priv_a.clone()]);
-
-        // The added default bind goes after the options (before any positional argument).
+        // The added default bind goes after the options (before any positional argument), as
+        // the user would have typed it.
         let a = args(&["-regtest", "-printtoconsole", "stray"]);
         let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
         assert_eq!(p.binds[0].origin, BindOrigin::Added);
-        let out = rewrite(&a, &p, std::slice::from_ref(&priv_a), None);
+        let out = rewrite(&a, &p, None);
         assert_eq!(
             out,
-            args(&[
-                "-regtest",
-                "-printtoconsole",
-                &format!("-ipcbind=unix:{}", priv_a.display()),
-                "stray"
-            ])
+            args(&["-regtest", "-printtoconsole", "-ipcbind=unix", "stray"])
         );
-        assert_eq!(replanned(&out, &env), vec![priv_a.clone()]);
-
-        // No binds, no connect: unchanged.
-        let a = args(&["-regtest"]);
-        let p = node(&["-regtest"], &env);
-        assert_eq!(rewrite(&a, &p, &[], None), a);
-    }
-
-    #[test]
-    fn rewrite_config_binds_with_a_filtered_config() {
-        let t = TempDir::new("rwconf");
-        let env = t.env();
-        let d = t.datadir();
-        let conf = t.write(
-            "home/.bitcoin/bitcoin.conf",
-            "regtest=1\nipcbind=unix:top.sock\n[regtest]\nipcbind=unix:sec.sock\ndebug=ipc\n",
-        );
-        let a = args(&["-ipcbind=unix:cmd.sock", "-printtoconsole"]);
-        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
-        let r = d.join("regtest");
-        assert_eq!(
-            bind_paths(&p),
-            vec![r.join("cmd.sock"), r.join("sec.sock"), r.join("top.sock")]
-        );
-        assert!(p.has_config_binds());
-
-        // Without a filtered config the config's binds would still be bound: rewrite alone
-        // cannot prevent it.
-        let privs: Vec<PathBuf> = (0..p.binds.len())
-            .map(|i| t.path().join(format!("priv/{i}.sock")))
-            .collect();
-        let out = rewrite(&a, &p, &privs, None);
-        let again = replanned(&out, &env);
-        assert!(again.len() > privs.len());
-
-        // With it, exactly the private paths.
-        let filtered = filtered_config(&p).unwrap().unwrap();
-        assert!(
-            filtered
-                .contains("# disabled by mpspy (it listens here instead): ipcbind=unix:top.sock\n")
-        );
-        assert!(filtered.contains("debug=ipc"));
-        assert_eq!(
-            filtered.lines().count(),
-            fs::read_to_string(&conf).unwrap().lines().count()
-        );
-        let private_conf = t.write("priv/bitcoin.conf", &filtered);
-        let out = rewrite_with_config(&a, &p, &privs, None, Some(&private_conf));
-        assert_eq!(out[0], format!("-ipcbind=unix:{}", privs[0].display()));
-        assert_eq!(out[1], "-printtoconsole");
-        assert_eq!(out[2], format!("-conf={}", private_conf.display()));
-        assert_eq!(out[3], "-allowignoredconf=1");
         let again = plan_for(Os::Unix, "bitcoin-node", &out, &env, true).unwrap();
-        assert_eq!(bind_paths(&again), privs);
-        assert!(!again.has_config_binds());
-        assert_eq!(
-            again.chain, "regtest",
-            "the rest of the config still applies"
-        );
+        assert_eq!(bind_paths(&again), bind_paths(&p));
+        assert_eq!(again.binds[0].origin, BindOrigin::CommandLine);
 
-        // Plans without config binds need no filtered config.
-        let p = node(&["-noipcbind"], &env);
-        assert_eq!(filtered_config(&p).unwrap(), None);
+        // Config-file binds are the program's too: nothing to add.
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            "[regtest]\nipcbind=unix:sec.sock\n",
+        );
+        let a = args(&["-regtest"]);
+        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
+        assert_eq!(bind_paths(&p), vec![d.join("regtest/sec.sock")]);
+        assert!(matches!(
+            p.binds[0].origin,
+            BindOrigin::ConfigFile { line: 2, .. }
+        ));
+        assert_eq!(rewrite(&a, &p, None), a);
     }
 
     #[cfg(unix)]
@@ -2055,7 +1940,7 @@ mod tests {
         let _l = std::os::unix::net::UnixListener::bind(d.join("regtest/node.sock")).unwrap();
         let a = args(&["-regtest", "getblockcount", "-x"]);
         let p = cli(&["-regtest", "getblockcount", "-x"], &env);
-        let out = rewrite(&a, &p, &[], Some(&private));
+        let out = rewrite(&a, &p, Some(&private));
         assert_eq!(out, args(&["-regtest", &want, "getblockcount", "-x"]));
         assert_eq!(
             cli(&out.iter().map(String::as_str).collect::<Vec<_>>(), &env).connect,
@@ -2080,7 +1965,7 @@ mod tests {
             ],
             &env,
         );
-        let out = rewrite(&a, &p, &[], Some(&private));
+        let out = rewrite(&a, &p, Some(&private));
         assert_eq!(
             out,
             args(&["-ipcconnect=unix:a", "-regtest", &want, "echo", "hi"])
@@ -2090,7 +1975,7 @@ mod tests {
         let a = args(&["-regtest", "-noipcconnect", "echo"]);
         let p = cli(&["-regtest", "-noipcconnect", "echo"], &env);
         assert_eq!(p.connect, None);
-        assert_eq!(rewrite(&a, &p, &[], Some(&private)), a);
+        assert_eq!(rewrite(&a, &p, Some(&private)), a);
     }
 
     /// `<root>/<rel>` as a program file: `.exe` on Windows.
@@ -2317,8 +2202,11 @@ mod other_programs {
         assert_eq!(p.binds.len(), 1);
         assert_eq!(p.binds[0].path, super::tests::abs("/tmp/y/peer.sock"));
         assert!(p.connect.is_none(), "no implicit -ipcconnect=auto");
-        let out = rewrite(&args, &p, &[PathBuf::from("/private/b.sock")], None);
-        assert_eq!(out, ["-ipcbind=unix:/private/b.sock"]);
+        assert_eq!(
+            rewrite(&args, &p, None),
+            args,
+            "its own binds are left as they are"
+        );
 
         // Nothing asked for: nothing to interpose.
         let p = plan("some-tool", &["-foo".to_string()], &env(), true).unwrap();

@@ -16,6 +16,8 @@ pub mod relay;
 pub mod shim;
 pub mod source;
 pub mod state;
+#[cfg(unix)]
+pub mod takeover;
 pub mod tap;
 pub mod win32;
 // Named pipes, CreateProcess without inheritance and socket duplication have no safe

@@ -5,7 +5,7 @@
 //! - Section header: `shb_userappl` = `mpspy <version>`, and a comment
 //!   `mpspy-recording v1; schemas=<set>; start_unix_ns=<n>`.
 //! - Interface 0, `mpspy-control` (LINKTYPE_USER1): control records, one JSON object per packet
-//!   (`closed`, `dropped`, `bad`).
+//!   (`closed`, `dropped`, `bad`, `notice`).
 //! - One interface per connection (LINKTYPE_USER0), named `conn N`, whose description is a JSON
 //!   object with the label and both processes (name, pid, argv).
 //! - One enhanced packet block per Cap'n Proto frame, nanosecond timestamps (`if_tsresol` 9),
@@ -21,7 +21,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use mpspy_schema::event::{ConnId, Direction, Peer};
+use mpspy_schema::event::{ConnId, Direction, NoticeLevel, Peer};
 use pcap_file::DataLink;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
@@ -71,6 +71,10 @@ enum Control {
     },
     Dropped {
         count: u64,
+    },
+    Notice {
+        level: NoticeLevel,
+        text: String,
     },
     Bad {
         conn: ConnId,
@@ -290,6 +294,13 @@ impl<W: Write> Recorder<W> {
             Tapped::Dropped { t_ns, count } => {
                 self.control(*t_ns, &Control::Dropped { count: *count })?
             }
+            Tapped::Notice { t_ns, level, text } => self.control(
+                *t_ns,
+                &Control::Notice {
+                    level: *level,
+                    text: text.clone(),
+                },
+            )?,
         }
         self.out.get_mut().flush()?;
         Ok(())
@@ -383,6 +394,9 @@ pub fn read<R: Read>(input: R, mut f: impl FnMut(Tapped)) -> Result<(Header, End
                             f(Tapped::Closed { conn, t_ns, reason })
                         }
                         Ok(Control::Dropped { count }) => f(Tapped::Dropped { t_ns, count }),
+                        Ok(Control::Notice { level, text }) => {
+                            f(Tapped::Notice { t_ns, level, text })
+                        }
                         Ok(Control::Bad {
                             conn,
                             dir,

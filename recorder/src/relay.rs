@@ -15,7 +15,7 @@ use std::net::{Shutdown, TcpStream};
 #[cfg(unix)]
 use std::os::unix::net::{UnixListener, UnixStream};
 #[cfg(unix)]
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -304,71 +304,200 @@ fn tapped(conn: ConnId, dir: Direction, t_ns: u64, p: Piece, stopped: bool) -> T
     }
 }
 
-/// Connects to `path`, retrying while the program has not started listening yet.
-#[cfg(unix)]
-pub fn connect_with_retry(path: &Path, patience: Duration) -> io::Result<UnixStream> {
-    let deadline = Instant::now() + patience;
-    loop {
-        match UnixStream::connect(path) {
-            Ok(s) => return Ok(s),
-            Err(e)
-                if Instant::now() < deadline
-                    && matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                    ) =>
-            {
-                thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Describes a new connection from its two sockets (client side, server side), e.g. by the
 /// processes' peer credentials.
 #[cfg(unix)]
 pub type Describe = Arc<dyn Fn(&UnixStream, &UnixStream) -> ConnInfo + Send + Sync>;
 
-/// Accepts clients on `listener` and relays each to the socket at `upstream`.
+/// Where [`serve`] relays each client to.
+#[cfg(unix)]
+#[derive(Debug)]
+pub enum Upstream {
+    /// The listening socket of the program mpspy runs, taken over from it
+    /// ([`crate::takeover`]). When it refuses a connection the program has stopped listening
+    /// (it is shutting down), so mpspy stops too: later clients are refused, as they would be.
+    Program(PathBuf),
+    /// A server the program connects to. Every client is connected on its own.
+    Server {
+        /// The server's socket.
+        path: PathBuf,
+        /// A connection already made to it, for the first client (mpspy connects before the
+        /// program starts, to know whether the server is there at all).
+        first: Option<UnixStream>,
+    },
+}
+
+/// Where one accepted client goes.
+#[cfg(unix)]
+#[derive(Debug, Clone)]
+struct Dest {
+    path: PathBuf,
+    program: bool,
+    first: Arc<Mutex<Option<UnixStream>>>,
+}
+
+/// How long a taken-over program socket may refuse connections before it counts as closed: it
+/// refuses between the program's `bind` and its `listen`, which mpspy can see in between.
+#[cfg(unix)]
+const LISTEN_GRACE: Duration = Duration::from_millis(500);
+
+/// Connects to `dest`. A program's socket that refuses right after the takeover is given
+/// [`LISTEN_GRACE`] to start listening.
+#[cfg(unix)]
+fn connect_upstream(dest: &Dest, since: Instant) -> io::Result<UnixStream> {
+    if let Some(s) = dest.first.lock().ok().and_then(|mut f| f.take()) {
+        return Ok(s);
+    }
+    loop {
+        match UnixStream::connect(&dest.path) {
+            Err(e)
+                if dest.program
+                    && e.kind() == io::ErrorKind::ConnectionRefused
+                    && since.elapsed() < LISTEN_GRACE =>
+            {
+                thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A running [`serve`]: stop it to close the listener (clients are then refused).
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct Serving {
+    wake: Arc<std::os::fd::OwnedFd>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+#[cfg(unix)]
+impl Serving {
+    /// Closes the listener and waits for the accept thread (connections already accepted go
+    /// on until they end or [`Relays::close_all`]).
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        signal_stop(&self.stopped, &self.wake);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether it stopped by itself (its upstream was gone).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+#[cfg(unix)]
+fn signal_stop(stopped: &std::sync::atomic::AtomicBool, wake: &std::os::fd::OwnedFd) {
+    stopped.store(true, Ordering::Relaxed);
+    let _ = rustix::io::write(wake, &[1]);
+}
+
+/// Accepts clients on `listener` and relays each to `upstream`, each connection on its own
+/// thread (a slow upstream never holds up the next accept).
+///
+/// # Errors
+/// When the threads or the wake-up pipe cannot be made.
 #[cfg(unix)]
 pub fn serve(
     listener: UnixListener,
-    upstream: PathBuf,
+    upstream: Upstream,
     tap: Tap,
     ids: ConnIds,
     relays: Relays,
     describe: Describe,
-) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new()
+) -> io::Result<Serving> {
+    use rustix::event::{PollFd, PollFlags, poll};
+
+    let dest = match upstream {
+        Upstream::Program(path) => Dest {
+            path,
+            program: true,
+            first: Arc::default(),
+        },
+        Upstream::Server { path, first } => Dest {
+            path,
+            program: false,
+            first: Arc::new(Mutex::new(first)),
+        },
+    };
+    let (wake_rx, wake_tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let wake = Arc::new(wake_tx);
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    listener.set_nonblocking(true)?;
+    let since = Instant::now();
+    let (wake2, stopped2) = (wake.clone(), stopped.clone());
+    let accept = thread::Builder::new()
         .name("mpspy-accept".into())
         .spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let conn = ids.next();
-                match connect_with_retry(&upstream, Duration::from_secs(30)) {
-                    Ok(server) => {
-                        let info = describe(&client, &server);
-                        let _ = relay(conn, client, server, tap.clone(), info, &relays);
-                    }
-                    Err(e) => {
-                        let mut info = describe(&client, &client);
-                        info.server = None;
-                        info.label = format!(
-                            "{} (upstream {} unreachable)",
-                            info.label,
-                            upstream.display()
-                        );
-                        announce(&tap, conn, info);
-                        tap.send_control(Tapped::Closed {
-                            conn,
-                            t_ns: tap.clock.now_ns(),
-                            reason: format!("could not connect to {}: {e}", upstream.display()),
-                        });
-                    }
+            while !stopped2.load(Ordering::Relaxed) {
+                let mut fds = [
+                    PollFd::new(&listener, PollFlags::IN),
+                    PollFd::new(&wake_rx, PollFlags::IN),
+                ];
+                if poll(&mut fds, None).is_err() || !fds[1].revents().is_empty() {
+                    continue;
                 }
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => continue,
+                };
+                // Accepted sockets inherit O_NONBLOCK on some systems (BSDs, macOS).
+                let _ = client.set_nonblocking(false);
+                let conn = ids.next();
+                let (tap, relays, describe, dest) =
+                    (tap.clone(), relays.clone(), describe.clone(), dest.clone());
+                let (wake, stopped) = (wake2.clone(), stopped2.clone());
+                let _ = thread::Builder::new()
+                    .name(format!("mpspy-open-{conn}"))
+                    .spawn(move || match connect_upstream(&dest, since) {
+                        Ok(server) => {
+                            let info = describe(&client, &server);
+                            let _ = relay(conn, client, server, tap, info, &relays);
+                        }
+                        Err(e) => {
+                            if dest.program && e.kind() == io::ErrorKind::ConnectionRefused {
+                                signal_stop(&stopped, &wake);
+                            }
+                            let mut info = describe(&client, &client);
+                            info.server = None;
+                            info.label = format!(
+                                "{} (upstream {} unreachable)",
+                                info.label,
+                                dest.path.display()
+                            );
+                            announce(&tap, conn, info);
+                            tap.send_control(Tapped::Closed {
+                                conn,
+                                t_ns: tap.clock.now_ns(),
+                                reason: format!(
+                                    "could not connect to {}: {e}",
+                                    dest.path.display()
+                                ),
+                            });
+                        }
+                    });
             }
-        })
+            // The listener is dropped here, which closes it: later clients are refused.
+        })?;
+    Ok(Serving {
+        wake,
+        stopped,
+        accept: Some(accept),
+    })
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub const ENV_CONTROL: &str = "MPSPY_SHIM_CONTROL";
 pub const ENV_DIR: &str = "MPSPY_SHIM_DIR";
 /// The directory holding the real programs the shim entries stand for.
 pub const ENV_REAL_DIR: &str = "MPSPY_SHIM_REAL_DIR";
+/// Set (to `1`) when mpspy runs with `--quiet`: a shim then writes nothing on the program's
+/// stderr unless it cannot run the program at all.
+pub const ENV_QUIET: &str = "MPSPY_SHIM_QUIET";
 /// Set by the shim to its own pid just before it execs the real program. If the real program
 /// is mpspy itself (a symlink, like the demo's `mpspy-testpeer`), this stops it from taking
 /// itself for a shim again; other pids (its children) are unaffected.

@@ -339,6 +339,15 @@ impl Session {
                 bad,
             } => self.undecodable(*conn, *dir, *t_ns, bad.clone()),
             Tapped::Closed { conn, t_ns, reason } => self.close(*conn, *t_ns, reason),
+            Tapped::Notice { t_ns, level, text } => self.emit(
+                0,
+                None,
+                *t_ns,
+                EventKind::Notice {
+                    level: *level,
+                    text: text.clone(),
+                },
+            ),
             Tapped::Dropped { t_ns, count } => {
                 self.dropped_total += count;
                 let total = self.dropped_total;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mpspy_schema::event::{ConnId, Direction, Peer};
+use mpspy_schema::event::{ConnId, Direction, NoticeLevel, Peer};
 
 use crate::state::BadBytes;
 
@@ -59,6 +59,15 @@ pub enum Tapped {
         t_ns: u64,
         /// Why.
         reason: String,
+    },
+    /// A notice of mpspy's own (see [`EventKind::Notice`](mpspy_schema::EventKind::Notice)).
+    Notice {
+        /// When.
+        t_ns: u64,
+        /// How much it matters.
+        level: NoticeLevel,
+        /// The notice.
+        text: String,
     },
     /// Items were dropped because the decoder fell behind.
     Dropped {
@@ -147,6 +156,15 @@ impl Tap {
     /// and losing one would leave the state wrong for the rest of the session.
     pub fn send_control(&self, item: Tapped) {
         let _ = self.tx.send(Some(item));
+    }
+
+    /// Queues a notice of mpspy's own (never dropped: they are few and say what is missing).
+    pub fn notice(&self, level: NoticeLevel, text: impl Into<String>) {
+        self.send_control(Tapped::Notice {
+            t_ns: self.clock.now_ns(),
+            level,
+            text: text.into(),
+        });
     }
 
     /// Ends the session: the receiver returns `None` once everything queued before is out.

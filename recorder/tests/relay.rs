@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::thread;
 
-use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, serve};
+use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
 use mpspy_recorder::tap::{Clock, Tap, Tapped};
 use mpspy_schema::Direction;
 
@@ -79,9 +79,12 @@ fn thousands_of_frames_pass_unchanged_both_ways() {
     let clock = Clock::start();
     let (tap, mut rx) = Tap::new(1 << 20, clock);
     let listener = UnixListener::bind(&public).unwrap();
-    serve(
+    let _serving = serve(
         listener,
-        upstream.clone(),
+        Upstream::Server {
+            path: upstream.clone(),
+            first: None,
+        },
         tap.clone(),
         ConnIds::default(),
         Relays::default(),

@@ -151,6 +151,28 @@ pub struct CapInfo {
     pub destroyable: bool,
 }
 
+/// How much a [`EventKind::Notice`] matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeLevel {
+    /// What mpspy did (for example: which socket it took over).
+    Info,
+    /// What it could not do: a part of the session is not recorded, or was recorded differently
+    /// than asked.
+    Warning,
+}
+
+impl NoticeLevel {
+    /// `info` or `warning`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeLevel::Info => "info",
+            NoticeLevel::Warning => "warning",
+        }
+    }
+}
+
 /// What happened. JSON: `"type"` is the snake_case variant name, `"data"` its fields.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
@@ -299,6 +321,15 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// Something mpspy itself has to say about the session: what it interposed, what it could
+    /// not, what it added to the program's arguments. With `--quiet` these are the only place
+    /// it says them (nothing goes to the program's stdout or stderr).
+    Notice {
+        /// How much it matters.
+        level: NoticeLevel,
+        /// The notice, one line.
+        text: String,
+    },
     /// Events were dropped because a consumer was slow.
     Dropped {
         /// Events dropped since the previous `dropped` event.
@@ -391,6 +422,7 @@ impl EventKind {
             EventKind::Undecodable { .. } => "undecodable",
             EventKind::SchemaMismatch { .. } => "schema_mismatch",
             EventKind::SchemaChosen { .. } => "schema_chosen",
+            EventKind::Notice { .. } => "notice",
             EventKind::Dropped { .. } => "dropped",
         }
     }

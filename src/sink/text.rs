@@ -228,6 +228,14 @@ pub(crate) fn describe(kind: &EventKind) -> String {
         EventKind::SchemaChosen { schemas, reason } => {
             let _ = write!(s, "schemas: {schemas} ({reason})");
         }
+        EventKind::Notice { level, text } => match level {
+            mpspy_schema::event::NoticeLevel::Info => {
+                let _ = write!(s, "mpspy: {text}");
+            }
+            mpspy_schema::event::NoticeLevel::Warning => {
+                let _ = write!(s, "mpspy: warning: {text}");
+            }
+        },
         EventKind::Dropped { count, total } => {
             let _ = write!(
                 s,

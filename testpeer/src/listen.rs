@@ -1,7 +1,7 @@
 //! `-ipcbind`: listen like bitcoin-node (protocol digest §6.1).
 
 use std::io::Write;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -142,31 +142,11 @@ impl NodeOptions {
     }
 }
 
-/// A bound socket and the identity of its file, so we only ever remove the
-/// file we created.
-struct Bound {
-    path: PathBuf,
-    dev_ino: (u64, u64),
-}
-
-impl Bound {
-    fn remove(&self) {
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) == self.dev_ino => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    eprintln!("removing {}: {e}", self.path.display());
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Prepares and binds one socket path like bitcoin-node: parent directories
 /// are created, and an existing file there is removed only if it is a socket
 /// (a stale one from an earlier run). Anything else is an error and is left
 /// alone.
-fn bind(path: &Path) -> Result<(UnixListener, Bound)> {
+fn bind(path: &Path) -> Result<UnixListener> {
     let address = format!("unix:{}", path.display());
     let fail = |reason: String| anyhow!("Unable to bind to IPC address '{address}'. {reason}");
     if path.as_os_str().len() > MAX_SOCKET_PATH {
@@ -190,42 +170,25 @@ fn bind(path: &Path) -> Result<(UnixListener, Bound)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail(e.to_string())),
     }
-    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| fail(e.to_string()))?;
-    Ok((
-        listener,
-        Bound {
-            path: path.to_path_buf(),
-            dev_ino: (meta.dev(), meta.ino()),
-        },
-    ))
+    UnixListener::bind(path).map_err(|e| fail(e.to_string()))
 }
 
-/// Listens until SIGTERM or SIGINT, then removes the socket files.
+/// Listens until SIGTERM or SIGINT. Like bitcoin-node, it leaves its socket files behind: the
+/// next client is refused ("Connection refused"), and the next start removes them as stale.
 pub(crate) async fn run(opts: NodeOptions) -> Result<ExitCode> {
     // Signals first: a test may send SIGTERM right after the Listening line.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let peer = Peer::new();
-    let mut bound = Vec::new();
     let mut listeners = Vec::new();
     for path in opts.socket_paths()? {
-        match bind(&path) {
-            Ok((listener, b)) => {
-                println!(
-                    "Listening for IPC requests on address unix:{}",
-                    b.path.display()
-                );
-                std::io::stdout().flush()?;
-                listeners.push(listener);
-                bound.push(b);
-            }
-            Err(e) => {
-                bound.iter().for_each(Bound::remove);
-                return Err(e);
-            }
-        }
+        listeners.push(bind(&path)?);
+        println!(
+            "Listening for IPC requests on address unix:{}",
+            path.display()
+        );
+        std::io::stdout().flush()?;
     }
     for listener in listeners {
         tokio::task::spawn_local(accept_loop(listener, peer.clone()));
@@ -237,7 +200,6 @@ pub(crate) async fn run(opts: NodeOptions) -> Result<ExitCode> {
     }
     // Connections are dropped with the runtime when we return, like the node
     // dropping IPC connections early in shutdown.
-    bound.iter().for_each(Bound::remove);
     Ok(ExitCode::SUCCESS)
 }
 

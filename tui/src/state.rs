@@ -638,6 +638,10 @@ impl State {
             EventKind::Dropped { total, .. } => {
                 self.dropped_tap = *total;
             }
+            EventKind::Notice { level, text } => {
+                let problem = *level == mpspy_schema::event::NoticeLevel::Warning;
+                self.note(e, format!("mpspy: {text}"), problem);
+            }
             _ => {}
         }
     }
