@@ -106,15 +106,30 @@ pub(crate) fn accepts(path: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(path).is_ok()
 }
 
-/// The usual arguments of a throwaway regtest node in `datadir`: no P2P, no console log on
-/// stdout (tests that compare output turn it back on).
+/// The usual arguments of a throwaway regtest node in `datadir`: no P2P, no RPC port (parallel
+/// nodes would clash on it; bitcoin-cli reaches the node over IPC), no console log on stdout
+/// (tests that compare output turn it back on).
 pub(crate) fn regtest_args(datadir: &Path) -> Vec<String> {
     vec![
         "-regtest".into(),
         format!("-datadir={}", datadir.display()),
         "-listen=0".into(),
+        "-server=0".into(),
         "-printtoconsole=0".into(),
     ]
+}
+
+/// Waits until the node in `datadir` (regtest) has finished loading: before that its RPC
+/// methods, over IPC too, answer "Loading…" (-28).
+pub(crate) fn wait_node_ready(datadir: &Path) {
+    wait_for(
+        "the node to finish loading",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(datadir.join("regtest/debug.log"))
+                .is_ok_and(|l| l.contains("init message: Done loading"))
+        },
+    );
 }
 
 /// `bitcoin-cli -regtest -datadir=D -ipcconnect=unix ARGS…`, with its output.

@@ -8,6 +8,8 @@ mod decode;
 mod live;
 #[allow(dead_code)]
 mod peers;
+#[cfg(unix)]
+mod real;
 mod replay;
 #[cfg(unix)]
 mod spawn;

@@ -69,18 +69,21 @@ pub fn main_with(args: &[OsString]) -> ExitCode {
 }
 
 fn run(args: &[OsString]) -> Result<ExitCode> {
-    // Run as `bitcoin-cli` (a symlink), the peer is a small stand-in for bitcoin-cli over IPC.
-    if args
+    // Run as `bitcoin-cli` or `sv2-tp` (a symlink), the peer is a small stand-in for that
+    // client over IPC, taking its options in Bitcoin's style.
+    let stand_in = args
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())
-        .is_some_and(|n| n == "bitcoin-cli")
-    {
+        .and_then(|n| n.to_str())
+        .filter(|n| matches!(*n, "bitcoin-cli" | "sv2-tp"))
+        .map(str::to_string);
+    if let Some(name) = stand_in {
         let rest: Vec<String> = args
             .iter()
             .skip(1)
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        return cli_stand_in(&rest);
+        return client_stand_in(&name, &rest);
     }
     // Bitcoin treats a process as spawned only if argc == 3 and argv[1] is
     // exactly "-ipcfd"; `-ipcfd` anywhere else is a command-line error.
@@ -182,8 +185,12 @@ fn listen_node(_args: &[String]) -> Result<ExitCode> {
 
 /// `bitcoin-cli [-datadir=DIR] [-regtest|-testnet|-testnet4|-signet] [-ipcconnect=unix[:PATH]] METHOD`:
 /// connects over IPC like bitcoin-cli (default socket `<datadir>/<chain>/node.sock`), runs METHOD
-/// through `Init.makeRpc` / `Rpc.executeRpc` and prints the reply. Only what tests need.
-fn cli_stand_in(args: &[String]) -> Result<ExitCode> {
+/// through `Init.makeRpc` / `Rpc.executeRpc` and prints the reply.
+///
+/// `sv2-tp [-datadir=DIR] [-conf=…] [chain] -ipcconnect=unix[:PATH]`: a template provider's
+/// session instead (Mining, BlockTemplate); `-conf` is accepted and, as sv2-tp reads `-conf=0`
+/// as "no config file", never read. Only what tests need.
+fn client_stand_in(name: &str, args: &[String]) -> Result<ExitCode> {
     let mut datadir = std::env::var_os("HOME")
         .map(|h| std::path::PathBuf::from(h).join(".bitcoin"))
         .unwrap_or_default();
@@ -216,10 +223,18 @@ fn cli_stand_in(args: &[String]) -> Result<ExitCode> {
             None => bail!("Unrecognized address '{c}'"),
         },
     };
-    let session = client::SessionOptions {
-        echo: Vec::new(),
-        rpc: vec![method.ok_or_else(|| anyhow!("too few parameters"))?],
-        ..client::SessionOptions::default()
+    let session = if name == "sv2-tp" {
+        client::SessionOptions {
+            echo: Vec::new(),
+            mining: true,
+            ..client::SessionOptions::default()
+        }
+    } else {
+        client::SessionOptions {
+            echo: Vec::new(),
+            rpc: vec![method.ok_or_else(|| anyhow!("too few parameters"))?],
+            ..client::SessionOptions::default()
+        }
     };
     block_on(client::run_client(client::Options::new(
         format!("unix:{}", path.display()),
