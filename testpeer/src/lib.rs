@@ -13,6 +13,8 @@
 //! mpspy-testpeer -spawn NAME [--echo TEXT]…                                      spawn NAME -ipcfd N, be its client
 //! mpspy-testpeer -spawn-bare NAME [--echo TEXT]…                                 spawn NAME N (like mpexample), be its client
 //! mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
+//! bitcoin-cli [-datadir=DIR] [chain] [-ipcconnect=…] METHOD                       (run under that name) an RPC over IPC
+//! sv2-tp [-datadir=DIR] [-conf=…] [chain] -ipcconnect=unix[:PATH]                 (run under that name) a Mining session
 //! ```
 //!
 //! Nested spawns: a `-ipcfd` child whose environment has
