@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use mpspy_recorder::bitcoin::{self, BindOrigin, BindSpec, Plan};
 use mpspy_recorder::relay::{self, ConnIds, ConnInfo, Relays, Serving, Upstream};
-use mpspy_recorder::takeover::{SocketId, Watcher, take_over};
+use mpspy_recorder::takeover::{self, SocketId, Watcher, take_over};
 use mpspy_recorder::tap::{Clock, Tap};
 use mpspy_schema::event::{NoticeLevel, Peer};
 use nix::sys::signal::{Signal, kill};
@@ -282,6 +282,16 @@ fn try_take_over(r: &Relaying, b: &PendingBind, name: &str) -> Result<Option<Ser
         && let Ok(mut c) = r.cleanup.lock()
     {
         c.push(taken.moved.clone());
+    }
+    // Counted before mpspy relays anything: those are connections it will never see.
+    if let Some(n) = takeover::direct_connections(public).filter(|n| *n > 0) {
+        r.tap.notice(
+            NoticeLevel::Warning,
+            format!(
+                "{n} connection(s) reached {name} at {} before mpspy took the socket over; they are not recorded",
+                public.display()
+            ),
+        );
     }
     let server = r.program.clone();
     let label_tail = format!("{name} (unix:{})", public.display());

@@ -126,6 +126,52 @@ pub fn take_over(public: &Path, moved: &Path) -> io::Result<Taken> {
     Ok(Taken { listener, moved })
 }
 
+/// How many connections reached the program's socket bound at `public` directly, before a
+/// takeover: accepted or still queued. Call it right after [`take_over`] and before relaying
+/// anything (mpspy's own relayed connections would count too). Linux only (from
+/// `/proc/net/unix`, where the program's sockets keep the path they were bound at); `None`
+/// elsewhere or if it cannot be read.
+#[must_use]
+pub fn direct_connections(public: &Path) -> Option<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let table = fs::read_to_string("/proc/net/unix").ok()?;
+        Some(count_direct(&table, public.to_str()?))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = public;
+        None
+    }
+}
+
+/// In a `/proc/net/unix` table: the sockets at `path` other than listeners.
+#[cfg(any(target_os = "linux", target_os = "android", test))]
+fn count_direct(table: &str, path: &str) -> usize {
+    /// `__SO_ACCEPTCON`: the socket is listening.
+    const LISTENING: u32 = 0x0001_0000;
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            // Num RefCount Protocol Flags Type St Inode Path: the path is what follows the
+            // seventh field (it may contain spaces).
+            let mut rest = line.trim_start();
+            let mut fields = Vec::with_capacity(7);
+            for _ in 0..7 {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                fields.push(&rest[..end]);
+                rest = rest[end..].trim_start();
+            }
+            let flags = fields
+                .get(3)
+                .and_then(|f| u32::from_str_radix(f, 16).ok())
+                .unwrap_or(LISTENING);
+            rest == path && flags & LISTENING == 0
+        })
+        .count()
+}
+
 /// Waits for changes on the way to some paths: the directory a path is in, or, while that does
 /// not exist yet, the nearest one above it that does.
 #[derive(Debug)]
@@ -256,6 +302,34 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
         let _ = fs::remove_dir_all(&d);
         let _ = fs::remove_dir_all(&private);
+    }
+
+    /// A client that reached the program before the takeover is counted (accepted or queued);
+    /// the listener itself is not.
+    #[test]
+    fn connections_that_came_first_are_counted() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000097ce35bc: 00000003 00000000 00000000 0001 03 54951 /d/node.sock
+000000000e95e2ee: 00000003 00000000 00000000 0001 02     0 /d/node.sock
+000000006a6f42b1: 00000002 00000000 00010000 0001 01 54948 /d/node.sock
+0000000012345678: 00000002 00000000 00000000 0001 03 54950 /d/other.sock
+0000000012345679: 00000002 00000000 00000000 0001 03 54952 /d/with space.sock
+";
+        assert_eq!(count_direct(table, "/d/node.sock"), 2);
+        assert_eq!(count_direct(table, "/d/with space.sock"), 1);
+        assert_eq!(count_direct(table, "/d/none.sock"), 0);
+
+        #[cfg(target_os = "linux")]
+        {
+            let d = scratch("direct");
+            let public = d.join("node.sock");
+            let program = UnixListener::bind(&public).unwrap();
+            let _early = UnixStream::connect(&public).unwrap();
+            let t = take_over(&public, &d.join("moved.sock")).unwrap();
+            assert_eq!(direct_connections(&public), Some(1));
+            drop((t, program));
+            let _ = fs::remove_dir_all(&d);
+        }
     }
 
     #[test]
