@@ -471,11 +471,11 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
 
     let config = crate::schema_config(&args.schema)?;
     let clock = Clock::start();
-    let mut outputs = live_common::outputs(args, &config, &clock)?;
+    let (tap, rx, recording) = live_common::capture(args, &config, clock)?;
+    let mut outputs = live_common::outputs(args, recording.as_ref())?;
     let ui = use_tui(args).then(|| UiSender::new(false));
     live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
 
-    let (tap, rx) = Tap::new(live_common::TAP_CAPACITY, clock);
     for (level, text) in early {
         tap.notice(level, text);
     }
@@ -604,7 +604,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         drop(serving);
         drop(connect);
         let how = live_common::describe_exit(&name, status);
-        let outputs = live_common::end_session(&relays, &how, &tap, decoder)?;
+        let outputs = live_common::end_session(&relays, &how, &tap, decoder, recording)?;
         Ok((status, how, outputs))
     };
     let interrupt = move || {

@@ -22,15 +22,48 @@ use mpspy_tui::{Action, App, Feed, Timebase};
 use crate::pipeline::Outputs;
 use crate::sink::tui::UiSender;
 
-/// Frames queued for the decoder before the relay starts dropping copies.
-pub(crate) const TAP_CAPACITY: usize = 64 * 1024;
+/// The capture side of a run: the tap the relays feed, the decoder's queue on it, and the
+/// recording (`--record`), written from a queue of its own so it holds every frame that crossed
+/// the relay whether or not decoding keeps up. The file is created now, so a bad path fails
+/// before anything starts.
+pub(crate) fn capture(
+    args: &RunArgs,
+    config: &SchemaConfig,
+    clock: Clock,
+) -> Result<(Tap, TapReceiver, Option<Recording>)> {
+    use mpspy_recorder::record::{RECORD_BUDGET, Recorder, record_live};
+    use mpspy_recorder::tap::DECODE_BUDGET;
+    let Some(path) = &args.record else {
+        let (tap, rx) = Tap::single(clock, DECODE_BUDGET);
+        return Ok((tap, rx, None));
+    };
+    let recorder = Recorder::create(path, &config.choice.to_string(), clock.start_unix_ns)
+        .with_context(|| format!("--record {}", path.display()))?;
+    let (tap, mut rx) = Tap::new(clock, &[DECODE_BUDGET, RECORD_BUDGET]);
+    let record_rx = rx.pop().expect("two receivers");
+    let decode_rx = rx.pop().expect("two receivers");
+    let writer = record_live(recorder, record_rx, clock).context("starting the recording")?;
+    Ok((
+        tap,
+        decode_rx,
+        Some(Recording {
+            path: path.display().to_string(),
+            writer,
+        }),
+    ))
+}
 
-/// The `--record` and `--json` outputs of a run; the caller adds the UI or the text lines.
-pub(crate) fn outputs(args: &RunArgs, config: &SchemaConfig, clock: &Clock) -> Result<Outputs> {
+/// A live recording being written.
+pub(crate) struct Recording {
+    path: String,
+    writer: JoinHandle<mpspy_recorder::record::RecordSummary>,
+}
+
+/// The `--json` output of a run, knowing where the recording goes; the caller adds the UI or the
+/// text lines.
+pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<Outputs> {
     let mut outputs = Outputs::new();
-    if let Some(path) = &args.record {
-        outputs.record(path, &config.choice.to_string(), clock.start_unix_ns)?;
-    }
+    outputs.recording = recording.map(|r| r.path.clone());
     if let Some(target) = &args.json {
         outputs.json(target, true)?;
     }
@@ -62,12 +95,13 @@ pub(crate) fn start_decoder(
 }
 
 /// Ends the session once the program has exited (`how`): lets bytes in flight reach their
-/// peers, closes what is left, and returns the outputs once everything is decoded.
+/// peers, closes what is left, and returns the outputs once everything is decoded and recorded.
 pub(crate) fn end_session(
     relays: &Relays,
     how: &str,
     tap: &Tap,
     decoder: JoinHandle<Outputs>,
+    recording: Option<Recording>,
 ) -> Result<Outputs> {
     let mut waited = 0;
     while relays.count() > 0 && waited < 20 {
@@ -82,9 +116,17 @@ pub(crate) fn end_session(
     // Closed notices are queued by the connection threads; give them a moment.
     thread::sleep(Duration::from_millis(50));
     tap.finish();
-    decoder
+    let mut outputs = decoder
         .join()
-        .map_err(|_| anyhow::anyhow!("decoder thread panicked"))
+        .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?;
+    if let Some(r) = recording {
+        outputs.recorded = Some(
+            r.writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("recording thread panicked"))?,
+        );
+    }
+    Ok(outputs)
 }
 
 /// Where mpspy's own messages go (notices, warnings, the summary): stderr, which it shares with
@@ -181,11 +223,31 @@ pub(crate) fn print_summary(messages: &Messages, how: &str, outputs: &Outputs) {
     } else {
         messages.say(&format!("mpspy: {how}; no IPC calls seen"));
     }
+    let recorded = outputs.recorded.as_ref();
+    let complete = recorded.is_some_and(|r| r.dropped == 0 && r.error.is_none());
     if outputs.dropped > 0 {
-        messages.say(&format!(
-            "mpspy: {} events were dropped because decoding fell behind",
-            outputs.dropped
-        ));
+        match (&outputs.recording, complete) {
+            (Some(file), true) => messages.say(&format!(
+                "mpspy: {} frames were not decoded live because decoding fell behind; the recording has them all: mpspy replay {file}",
+                outputs.dropped
+            )),
+            _ => messages.say(&format!(
+                "mpspy: {} frames were not decoded live because decoding fell behind",
+                outputs.dropped
+            )),
+        }
+    }
+    if let Some(r) = recorded {
+        if r.dropped > 0 {
+            messages.say(&format!(
+                "mpspy: warning: the recording lost {} of {} frames because writing fell behind (counted in the file: isb_ifdrop)",
+                r.dropped,
+                r.frames + r.dropped
+            ));
+        }
+        if let Some(e) = &r.error {
+            messages.say(&format!("mpspy: warning: the recording stopped: {e}"));
+        }
     }
     if let Some(e) = &outputs.error {
         messages.say(&format!("mpspy: warning: {e:#}"));

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use mpspy_recorder::bitcoin;
 use mpspy_recorder::relay::{ConnIds, Relays};
-use mpspy_recorder::tap::{Clock, Tap};
+use mpspy_recorder::tap::Clock;
 use mpspy_recorder::winspawn::{self, Output};
 use mpspy_schema::event::{NoticeLevel, Peer};
 
@@ -91,12 +91,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
 
     let config = crate::schema_config(&args.schema)?;
     let clock = Clock::start();
-    let mut outputs = live_common::outputs(args, &config, &clock)?;
+    let (tap, rx, recording) = live_common::capture(args, &config, clock)?;
+    let mut outputs = live_common::outputs(args, recording.as_ref())?;
     let ui = live_common::use_tui(args).then(|| UiSender::new(false));
     live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
     let private = private_dir()?;
     let cleanup = Cleanup(private.clone());
-    let (tap, rx) = Tap::new(live_common::TAP_CAPACITY, clock);
     if !unix_sockets.is_empty() {
         tap.notice(
             NoticeLevel::Warning,
@@ -174,7 +174,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let finish = move || -> Result<live_common::Finished> {
         let status = child.wait().context("waiting for the program")?;
         let how = live_common::describe_exit(&name, status);
-        let outputs = live_common::end_session(&relays, &how, &tap, decoder)?;
+        let outputs = live_common::end_session(&relays, &how, &tap, decoder, recording)?;
         Ok((status, how, outputs))
     };
     let interrupt = || {

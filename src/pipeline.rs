@@ -1,14 +1,15 @@
-//! The decode loop every source shares: items in, events out to every sink, raw frames to the
-//! recording, and the per-method stats folded on the way.
+//! The decode loop every source shares: items in, events out to every sink, and the per-method
+//! stats folded on the way. (A live recording is written beside it, from the tap: see
+//! [`mpspy_recorder::record::record_live`].)
 
 use std::fs::File;
 use std::io::{self, BufWriter};
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use mpspy_recorder::Session;
-use mpspy_recorder::record::Recorder;
+use mpspy_recorder::record::RecordSummary;
 use mpspy_recorder::tap::Tapped;
+use mpspy_schema::event::NoticeLevel;
 use mpspy_schema::stats::Stats;
 use mpspy_schema::{Event, EventKind};
 
@@ -16,10 +17,24 @@ use crate::sink::Sink;
 use crate::sink::json::JsonLines;
 use crate::sink::text::TextLines;
 
+fn item_time(item: &Tapped) -> u64 {
+    match item {
+        Tapped::Opened { t_ns, .. }
+        | Tapped::Frame { t_ns, .. }
+        | Tapped::Bad { t_ns, .. }
+        | Tapped::Closed { t_ns, .. }
+        | Tapped::Notice { t_ns, .. }
+        | Tapped::Dropped { t_ns, .. } => *t_ns,
+    }
+}
+
 /// Where events go.
 pub(crate) struct Outputs {
     sinks: Vec<Box<dyn Sink + Send>>,
-    recorder: Option<Recorder<File>>,
+    /// The live recording's file, when there is one: what to replay for what decoding dropped.
+    pub(crate) recording: Option<String>,
+    /// How the live recording went, once it is done.
+    pub(crate) recorded: Option<RecordSummary>,
     /// Per-method statistics of everything seen.
     pub(crate) stats: Stats,
     /// Events dropped because the decoder fell behind.
@@ -32,7 +47,8 @@ impl Outputs {
     pub(crate) fn new() -> Self {
         Outputs {
             sinks: Vec::new(),
-            recorder: None,
+            recording: None,
+            recorded: None,
             stats: Stats::default(),
             dropped: 0,
             error: None,
@@ -70,26 +86,26 @@ impl Outputs {
             .push(Box::new(TextLines::new(BufWriter::new(io::stdout()), true)));
     }
 
-    /// `--record FILE`: created now, so a bad path fails before anything starts.
-    pub(crate) fn record(&mut self, path: &Path, schemas: &str, start_unix_ns: u64) -> Result<()> {
-        let r = Recorder::create(path, schemas, start_unix_ns)
-            .with_context(|| format!("--record {}", path.display()))?;
-        self.recorder = Some(r);
-        Ok(())
-    }
-
-    /// Records `item` (if recording), decodes it, and sends the events to every sink.
+    /// Decodes `item` and sends the events to every sink.
     pub(crate) fn item(&mut self, session: &mut Session, item: &Tapped) {
-        if let Some(r) = &mut self.recorder
-            && let Err(e) = r.write(item)
-        {
-            self.error
-                .get_or_insert(anyhow::Error::new(e).context("recording"));
-            self.recorder = None;
-        }
+        let first_drop = matches!(item, Tapped::Dropped { .. }) && self.dropped == 0;
         session.apply(item);
         for e in session.drain() {
             self.event(&e);
+        }
+        // Said once, where it first happens (the UI shows it in its log): the recording, which
+        // is written from the capture side, has what decoding missed.
+        if first_drop && let Some(file) = &self.recording {
+            session.apply(&Tapped::Notice {
+                t_ns: item_time(item),
+                level: NoticeLevel::Warning,
+                text: format!(
+                    "decoding fell behind and dropped events; the recording has every frame: mpspy replay {file}"
+                ),
+            });
+            for e in session.drain() {
+                self.event(&e);
+            }
         }
     }
 

@@ -11,8 +11,14 @@
 //! - One enhanced packet block per Cap'n Proto frame, nanosecond timestamps (`if_tsresol` 9),
 //!   direction in `epb_flags`: inbound (1) = client→server, outbound (2) = server→client.
 //!
-//! Every item is flushed as it is written, so a crash loses at most the frame being written; the
-//! reader stops quietly at a torn tail.
+//! - At the end, one interface statistics block per connection: `isb_ifrecv` (frames that
+//!   crossed the relay) and `isb_ifdrop` (those the recording could not keep because the disk
+//!   fell behind; a `dropped` control record marks where).
+//!
+//! Live, the recording is written by its own thread ([`record_live`]) from its own queue on the
+//! tap, beside the decoder: it holds every frame that crossed the relay, whether or not decoding
+//! kept up. It is flushed in batches (every 64 KiB, and at least every 50 ms), so a crash loses
+//! at most that much; the reader stops quietly at a torn tail.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -134,7 +140,17 @@ pub struct Recorder<W: Write> {
     interfaces: HashMap<ConnId, u32>,
     next_interface: u32,
     start_unix_ns: u64,
+    /// Frames written per connection.
+    written: HashMap<ConnId, u64>,
 }
+
+/// Bytes buffered before a write to the file (and a flush at most this far apart).
+const FLUSH_BYTES: usize = 64 << 10;
+/// The longest a live recording keeps frames buffered.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// The recording writer's queue on the tap: bytes of frames it may fall behind the relay by
+/// before it loses some (counted in the file).
+pub const RECORD_BUDGET: usize = 256 << 20;
 
 impl<W: Write> std::fmt::Debug for Recorder<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,7 +204,8 @@ impl<W: Write> Recorder<W> {
                 ))),
             ],
         };
-        let mut out = PcapNgWriter::with_section_header(BufWriter::new(out), section)?;
+        let mut out =
+            PcapNgWriter::with_section_header(BufWriter::with_capacity(FLUSH_BYTES, out), section)?;
         out.write_pcapng_block(interface(
             "mpspy-control".into(),
             Some("mpspy control records (JSON)".into()),
@@ -200,6 +217,7 @@ impl<W: Write> Recorder<W> {
             interfaces: HashMap::new(),
             next_interface: 1,
             start_unix_ns,
+            written: HashMap::new(),
         })
     }
 
@@ -219,7 +237,37 @@ impl<W: Write> Recorder<W> {
         Ok(())
     }
 
-    /// Records one item and flushes it to the file.
+    /// Writes what is buffered to the file.
+    pub fn flush(&mut self) -> Result<(), RecordError> {
+        self.out.get_mut().flush()?;
+        Ok(())
+    }
+
+    /// Ends the recording: the interface statistics (frames and the recording's own drops per
+    /// connection, `dropped`), flushed.
+    pub fn finish(&mut self, t_ns: u64, dropped: &HashMap<ConnId, u64>) -> Result<(), RecordError> {
+        use pcap_file::pcapng::blocks::interface_statistics::{
+            InterfaceStatisticsBlock, InterfaceStatisticsOption,
+        };
+        let mut conns: Vec<(ConnId, u32)> = self.interfaces.iter().map(|(c, i)| (*c, *i)).collect();
+        conns.sort_unstable();
+        let timestamp = self.start_unix_ns + t_ns;
+        for (conn, interface_id) in conns {
+            let lost = dropped.get(&conn).copied().unwrap_or(0);
+            let kept = self.written.get(&conn).copied().unwrap_or(0);
+            self.out.write_pcapng_block(InterfaceStatisticsBlock {
+                interface_id,
+                timestamp,
+                options: vec![
+                    InterfaceStatisticsOption::IsbIfRecv(kept + lost),
+                    InterfaceStatisticsOption::IsbIfDrop(lost),
+                ],
+            })?;
+        }
+        self.flush()
+    }
+
+    /// Records one item (buffered: see [`flush`](Self::flush)).
     pub fn write(&mut self, item: &Tapped) -> Result<(), RecordError> {
         match item {
             Tapped::Opened {
@@ -266,6 +314,7 @@ impl<W: Write> Recorder<W> {
                     data: Cow::Borrowed(bytes),
                     options: vec![EnhancedPacketOption::Flags(flags)],
                 })?;
+                *self.written.entry(*conn).or_default() += 1;
             }
             Tapped::Bad {
                 conn,
@@ -302,9 +351,74 @@ impl<W: Write> Recorder<W> {
                 },
             )?,
         }
-        self.out.get_mut().flush()?;
         Ok(())
     }
+}
+
+/// What a live recording did.
+#[derive(Debug, Default)]
+pub struct RecordSummary {
+    /// Frames written.
+    pub frames: u64,
+    /// Frames the recording lost because writing fell behind.
+    pub dropped: u64,
+    /// The error that stopped it, if one did (the session went on without it).
+    pub error: Option<RecordError>,
+}
+
+/// Writes a live recording on its own thread from `rx` (its own queue on the tap) until the tap
+/// finishes: every frame as it crossed the relay, flushed in batches (at least every
+/// [`FLUSH_INTERVAL`]), then the interface statistics with what it lost.
+///
+/// # Errors
+/// When the thread cannot be started.
+pub fn record_live(
+    mut recorder: Recorder<File>,
+    mut rx: crate::tap::TapReceiver,
+    clock: crate::tap::Clock,
+) -> io::Result<std::thread::JoinHandle<RecordSummary>> {
+    std::thread::Builder::new()
+        .name("mpspy-record".into())
+        .spawn(move || {
+            let mut summary = RecordSummary::default();
+            let mut last_flush = std::time::Instant::now();
+            let mut dirty = false;
+            let mut failed = None;
+            loop {
+                let item = match rx.recv_timeout(&clock, FLUSH_INTERVAL) {
+                    Ok(Some(item)) => Some(item),
+                    Ok(None) => break,
+                    Err(()) => None,
+                };
+                if let Some(item) = &item {
+                    match &**item {
+                        Tapped::Frame { .. } => summary.frames += 1,
+                        Tapped::Dropped { count, .. } => summary.dropped += count,
+                        _ => {}
+                    }
+                    if failed.is_none() {
+                        match recorder.write(item) {
+                            Ok(()) => dirty = true,
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                }
+                if dirty && failed.is_none() && last_flush.elapsed() >= FLUSH_INTERVAL {
+                    if let Err(e) = recorder.flush() {
+                        failed = Some(e);
+                    }
+                    last_flush = std::time::Instant::now();
+                    dirty = false;
+                }
+            }
+            if failed.is_none()
+                && let Err(e) = recorder.finish(clock.now_ns(), &rx.dropped_per_conn())
+            {
+                failed = Some(e);
+            }
+            summary.error = failed;
+            summary
+        })
 }
 
 /// What a recording says about itself.

@@ -248,6 +248,7 @@ fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &
     let mut buf = vec![0u8; CHUNK];
     let mut splitter = Splitter::new();
     let mut pieces = Vec::new();
+    let mut batch: Vec<Arc<Tapped>> = Vec::new();
     let mut write_failed = false;
     let end = loop {
         let n = match from.read(&mut buf) {
@@ -258,10 +259,15 @@ fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &
         };
         splitter.push(&buf[..n], &mut pieces);
         if !pieces.is_empty() {
+            // Everything this read completed goes over in one hand-off.
             let t_ns = tap.clock.now_ns();
-            for p in pieces.drain(..) {
-                tap.send(tapped(conn, dir, t_ns, p, true));
-            }
+            batch.extend(
+                pieces
+                    .drain(..)
+                    .map(|p| Arc::new(tapped(conn, dir, t_ns, p, true))),
+            );
+            tap.send_batch(&batch);
+            batch.clear();
         }
         // A peer that is gone (half-closed) cannot take more bytes; keep reading so the sender
         // is never blocked, and let the other direction report the end.
@@ -523,7 +529,7 @@ mod tests {
     fn relays_tcp_streams_and_taps_their_frames() {
         let (mut client, client_side) = tcp_pair();
         let (server_side, mut server) = tcp_pair();
-        let (tap, mut rx) = Tap::new(16, Clock::start());
+        let (tap, mut rx) = Tap::single(Clock::start(), 1 << 20);
         let relays = Relays::default();
         let done = relay(
             7,
@@ -554,15 +560,18 @@ mod tests {
             items.push(i);
         }
         assert!(
-            matches!(items[0], Tapped::Opened { conn: 7, .. }),
+            matches!(*items[0], Tapped::Opened { conn: 7, .. }),
             "{items:?}"
         );
         assert!(
-            items.iter().any(|i| matches!(i, Tapped::Frame { dir: Direction::ClientToServer, bytes, .. } if bytes[..] == FRAME)),
+            items.iter().any(|i| matches!(&**i, Tapped::Frame { dir: Direction::ClientToServer, bytes, .. } if bytes[..] == FRAME)),
             "{items:?}"
         );
         assert!(
-            matches!(items.last(), Some(Tapped::Closed { conn: 7, .. })),
+            matches!(
+                items.last().map(|i| &**i),
+                Some(Tapped::Closed { conn: 7, .. })
+            ),
             "{items:?}"
         );
     }

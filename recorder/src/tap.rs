@@ -1,11 +1,17 @@
-//! The tap: what sources hand to the decoder. Relays, recordings and tests all produce
+//! The tap: what sources hand to their consumers. Relays, recordings and tests all produce
 //! [`Tapped`] items; [`Session::apply`](crate::Session::apply) turns each into events, so every
 //! source goes through one decode path.
+//!
+//! A live tap has several consumers (the recording writer and the decoder), each with a queue
+//! of its own bounded by bytes, not by items: a burst of small frames fits, and a consumer that
+//! falls behind loses frames only once its budget is full, without slowing the relay or the
+//! other consumers. Items are shared ([`Arc`]), never copied per consumer. A relay hands over
+//! everything one read produced in one [`Tap::send_batch`]: one lock per consumer, and a
+//! wake-up only for a consumer that is waiting.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mpspy_schema::event::{ConnId, Direction, NoticeLevel, Peer};
 
@@ -108,54 +114,145 @@ impl Clock {
     }
 }
 
+/// What one queued item costs against a consumer's budget: its bytes, plus bookkeeping.
+fn cost(item: &Tapped) -> usize {
+    const OVERHEAD: usize = 64;
+    match item {
+        Tapped::Frame { bytes, .. } => bytes.len() + OVERHEAD,
+        _ => OVERHEAD,
+    }
+}
+
+/// One consumer's queue.
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    /// Bytes of frames it may hold.
+    budget: usize,
+}
+
+/// A queued item, or a run of drops at that place in the stream.
+#[derive(Debug)]
+enum Entry {
+    Item(Arc<Tapped>),
+    Dropped(u64),
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Entry>,
+    bytes: usize,
+    /// The consumer sleeps in `recv` (only then is a wake-up needed).
+    waiting: bool,
+    finished: bool,
+    /// Frames dropped for this consumer, in all and per connection.
+    dropped: u64,
+    dropped_per_conn: HashMap<ConnId, u64>,
+}
+
+impl Queue {
+    fn push(&self, items: &[Arc<Tapped>]) {
+        let Ok(mut q) = self.state.lock() else { return };
+        if q.finished {
+            return;
+        }
+        for item in items {
+            let c = cost(item);
+            // Frames and bad bytes can be dropped; control items (connections opening and
+            // closing, notices) are few and the state would be wrong without them.
+            let droppable = matches!(**item, Tapped::Frame { .. } | Tapped::Bad { .. });
+            if droppable && q.bytes + c > self.budget {
+                q.dropped += 1;
+                if let Tapped::Frame { conn, .. } | Tapped::Bad { conn, .. } = **item {
+                    *q.dropped_per_conn.entry(conn).or_default() += 1;
+                }
+                // One marker per run of drops, where they happened (so at most one per kept
+                // item: bounded by the budget too).
+                match q.items.back_mut() {
+                    Some(Entry::Dropped(n)) => *n += 1,
+                    _ => q.items.push_back(Entry::Dropped(1)),
+                }
+                continue;
+            }
+            q.bytes += c;
+            q.items.push_back(Entry::Item(item.clone()));
+        }
+        if q.waiting {
+            self.ready.notify_one();
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut q) = self.state.lock() {
+            q.finished = true;
+        }
+        self.ready.notify_all();
+    }
+}
+
 /// The sending end: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
 pub struct Tap {
-    // `None` marks the end of the session: accept threads never exit, so the channel would
-    // never disconnect on its own.
-    tx: SyncSender<Option<Tapped>>,
-    dropped: Arc<AtomicU64>,
+    queues: Arc<[Arc<Queue>]>,
     /// The session clock.
     pub clock: Clock,
 }
 
+/// The decoder's budget in live sessions: bursts of this many bytes of frames are absorbed
+/// before anything is dropped from decoding (the recording has its own).
+pub const DECODE_BUDGET: usize = 256 << 20;
+
 impl Tap {
-    /// A tap with room for `capacity` queued items, and its receiving end.
-    pub fn new(capacity: usize, clock: Clock) -> (Tap, TapReceiver) {
-        let (tx, rx) = sync_channel(capacity);
-        let dropped = Arc::new(AtomicU64::new(0));
+    /// A tap with one consumer per entry of `budgets` (bytes of frames each may hold), and
+    /// their receiving ends in the same order.
+    pub fn new(clock: Clock, budgets: &[usize]) -> (Tap, Vec<TapReceiver>) {
+        let queues: Vec<Arc<Queue>> = budgets
+            .iter()
+            .map(|&budget| {
+                Arc::new(Queue {
+                    state: Mutex::default(),
+                    ready: Condvar::new(),
+                    budget,
+                })
+            })
+            .collect();
+        let receivers = queues
+            .iter()
+            .map(|q| TapReceiver { queue: q.clone() })
+            .collect();
         (
             Tap {
-                tx,
-                dropped: dropped.clone(),
+                queues: queues.into(),
                 clock,
             },
-            TapReceiver {
-                rx,
-                dropped,
-                reported: 0,
-                pending: None,
-            },
+            receivers,
         )
     }
 
-    /// Queues an item; if the decoder is behind, drops it and counts the drop. The relay must
-    /// never wait for a consumer.
+    /// A tap with one consumer (tests, tools).
+    pub fn single(clock: Clock, budget: usize) -> (Tap, TapReceiver) {
+        let (tap, mut rx) = Tap::new(clock, &[budget]);
+        (tap, rx.remove(0))
+    }
+
+    /// Queues one item for every consumer (see [`Tap::send_batch`]).
     pub fn send(&self, item: Tapped) {
-        match self.tx.try_send(Some(item)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            // The decoder is gone (shutting down); nothing left to count for.
-            Err(TrySendError::Disconnected(_)) => {}
+        self.send_batch(&[Arc::new(item)]);
+    }
+
+    /// Queues items for every consumer, in order. A consumer whose budget is full drops the
+    /// frames that do not fit and counts them; the relay never waits for a consumer.
+    pub fn send_batch(&self, items: &[Arc<Tapped>]) {
+        for q in self.queues.iter() {
+            q.push(items);
         }
     }
 
-    /// Queues an item that must not be lost (connection open/close notices): these are rare,
-    /// and losing one would leave the state wrong for the rest of the session.
+    /// Queues an item that must not be lost (connection open/close notices): these are never
+    /// dropped, whatever the budget.
     pub fn send_control(&self, item: Tapped) {
-        let _ = self.tx.send(Some(item));
+        self.send(item);
     }
 
     /// Queues a notice of mpspy's own (never dropped: they are few and say what is missing).
@@ -167,53 +264,174 @@ impl Tap {
         });
     }
 
-    /// Ends the session: the receiver returns `None` once everything queued before is out.
+    /// Ends the session: each receiver returns `None` once everything queued before is out.
     pub fn finish(&self) {
-        let _ = self.tx.send(None);
+        for q in self.queues.iter() {
+            q.finish();
+        }
     }
 
-    /// Items dropped so far.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Frames dropped so far, per consumer.
+    pub fn dropped(&self) -> Vec<u64> {
+        self.queues
+            .iter()
+            .map(|q| q.state.lock().map_or(0, |s| s.dropped))
+            .collect()
     }
 }
 
-/// The receiving end, which turns the drop counter into [`Tapped::Dropped`] notices in order.
+/// One consumer's receiving end, which turns its drops into [`Tapped::Dropped`] notices where
+/// they happened in the stream.
 #[derive(Debug)]
 pub struct TapReceiver {
-    rx: Receiver<Option<Tapped>>,
-    dropped: Arc<AtomicU64>,
-    reported: u64,
-    pending: Option<Tapped>,
+    queue: Arc<Queue>,
 }
 
 impl TapReceiver {
-    /// The next item, blocking; `None` after [`Tap::finish`] or once every sender is gone.
-    /// A drop notice comes before the item that follows the drops.
-    pub fn recv(&mut self, clock: &Clock) -> Option<Tapped> {
-        if let Some(p) = self.pending.take() {
-            return Some(p);
-        }
-        let item = self.rx.recv().ok().flatten();
-        match self.drop_notice(clock) {
-            Some(d) => {
-                // Report the drops first; the item is handed out on the next call.
-                self.pending = item;
-                Some(d)
+    /// The next item, blocking; `None` after [`Tap::finish`] once everything is out. Drops
+    /// come as a [`Tapped::Dropped`] where they happened.
+    pub fn recv(&mut self, clock: &Clock) -> Option<Arc<Tapped>> {
+        self.recv_until(clock, None).unwrap_or(None)
+    }
+
+    /// Like [`recv`](Self::recv), but gives up after `timeout`: `Err(())` when nothing came.
+    #[allow(clippy::result_unit_err)]
+    pub fn recv_timeout(
+        &mut self,
+        clock: &Clock,
+        timeout: Duration,
+    ) -> Result<Option<Arc<Tapped>>, ()> {
+        self.recv_until(clock, Some(Instant::now() + timeout))
+    }
+
+    fn recv_until(
+        &mut self,
+        clock: &Clock,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Arc<Tapped>>, ()> {
+        let Ok(mut q) = self.queue.state.lock() else {
+            return Ok(None);
+        };
+        loop {
+            match q.items.pop_front() {
+                Some(Entry::Item(item)) => {
+                    q.bytes -= cost(&item);
+                    return Ok(Some(item));
+                }
+                Some(Entry::Dropped(count)) => {
+                    return Ok(Some(Arc::new(Tapped::Dropped {
+                        t_ns: clock.now_ns(),
+                        count,
+                    })));
+                }
+                None => {}
             }
-            None => item,
+            if q.finished {
+                return Ok(None);
+            }
+            q.waiting = true;
+            q = match deadline {
+                None => self.queue.ready.wait(q).map_err(|_| ())?,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        q.waiting = false;
+                        return Err(());
+                    }
+                    self.queue.ready.wait_timeout(q, d - now).map_err(|_| ())?.0
+                }
+            };
+            q.waiting = false;
         }
     }
 
-    fn drop_notice(&mut self, clock: &Clock) -> Option<Tapped> {
-        let now = self.dropped.load(Ordering::Relaxed);
-        (now > self.reported).then(|| {
-            let count = now - self.reported;
-            self.reported = now;
-            Tapped::Dropped {
-                t_ns: clock.now_ns(),
-                count,
-            }
-        })
+    /// Frames this consumer lost, per connection (for the recording's interface statistics).
+    pub fn dropped_per_conn(&self) -> HashMap<ConnId, u64> {
+        self.queue
+            .state
+            .lock()
+            .map(|q| q.dropped_per_conn.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(conn: ConnId, len: usize) -> Tapped {
+        Tapped::Frame {
+            conn,
+            dir: Direction::ClientToServer,
+            t_ns: 0,
+            offset: 0,
+            bytes: vec![0; len],
+        }
+    }
+
+    /// Each consumer has its own budget: a full one drops and counts, the other keeps all;
+    /// control items are never dropped; drops are reported before the next item.
+    #[test]
+    fn budgets_are_per_consumer_and_in_bytes() {
+        let clock = Clock::start();
+        let (tap, mut rx) = Tap::new(clock, &[1000, 1 << 20]);
+        let (mut small, mut big) = (rx.remove(0), rx.remove(0));
+        for _ in 0..10 {
+            tap.send(frame(3, 400));
+        }
+        tap.notice(NoticeLevel::Info, "kept");
+        tap.finish();
+        assert_eq!(tap.dropped(), vec![8, 0]);
+        assert_eq!(small.dropped_per_conn(), HashMap::from([(3, 8)]));
+
+        let mut got = Vec::new();
+        while let Some(i) = small.recv(&clock) {
+            got.push(i);
+        }
+        assert!(matches!(*got[0], Tapped::Frame { .. }));
+        assert!(matches!(*got[1], Tapped::Frame { .. }));
+        assert!(
+            matches!(*got[2], Tapped::Dropped { count: 8, .. }),
+            "{got:?}"
+        );
+        assert!(matches!(*got[3], Tapped::Notice { .. }));
+        assert_eq!(got.len(), 4);
+
+        let mut n = 0;
+        while big.recv(&clock).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 11);
+    }
+
+    /// Consumers share the items (no copy per consumer).
+    #[test]
+    fn consumers_share_items() {
+        let clock = Clock::start();
+        let (tap, mut rx) = Tap::new(clock, &[1 << 20, 1 << 20]);
+        tap.send(frame(1, 10));
+        let a = rx[0].recv(&clock).unwrap();
+        let b = rx[1].recv(&clock).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn recv_timeout_returns_when_nothing_comes_and_wakes_for_an_item() {
+        let clock = Clock::start();
+        let (tap, mut rx) = Tap::single(clock, 1 << 20);
+        assert!(rx.recv_timeout(&clock, Duration::from_millis(10)).is_err());
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tap.send(frame(1, 1));
+            tap
+        });
+        let got = rx.recv_timeout(&clock, Duration::from_secs(10));
+        assert!(matches!(got, Ok(Some(_))));
+        let tap = t.join().unwrap();
+        tap.finish();
+        assert!(matches!(
+            rx.recv_timeout(&clock, Duration::from_secs(1)),
+            Ok(None)
+        ));
     }
 }
