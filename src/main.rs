@@ -98,9 +98,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     use mpspy_recorder::record::{self, End};
-    // The header names the schema selection used when recording; --schemas overrides it.
-    let mut items = Vec::new();
-    let (header, end) = record::read_file(&args.file, |t| items.push(t))
+    // The header names the schema selection used when recording; --schemas overrides it. The
+    // file is then read as a stream: memory stays flat however long the recording is.
+    let header = record::read_header(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
     let choice = match &args.schemas {
         Some(c) => c.clone(),
@@ -112,25 +112,26 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         include: args.include.clone(),
     })?;
     let mut outputs = pipeline::Outputs::new();
-    let torn = match end {
-        End::Torn(why) => Some(format!(
-            "{}: the recording ends inside a block ({why}); everything before it was replayed",
-            args.file.display()
-        )),
-        _ => None,
-    };
     let source = format!("replay {}", args.file.display());
+    let file = args.file.clone();
+    // The outputs, and why the recording ended early if it did.
     let decode_all = move |mut outputs: pipeline::Outputs| {
         let mut session = Session::new(config);
         session.start(&source, Some(header.start_unix_ns));
         for e in session.drain() {
             outputs.event(&e);
         }
-        for item in &items {
-            outputs.item(&mut session, item);
-        }
+        let read = record::read_file_streaming(&file, |_, item| outputs.item(&mut session, &item));
         outputs.finish();
-        outputs
+        let torn = match read {
+            Ok((_, End::Torn(why))) => Some(format!(
+                "{}: the recording ends inside a block ({why}); everything before it was replayed",
+                file.display()
+            )),
+            Ok(_) => None,
+            Err(e) => Some(format!("{}: {e}", file.display())),
+        };
+        (outputs, torn)
     };
     let use_tui = !args.json && !args.no_tui && sink::tui::on_terminal();
     if use_tui {
@@ -138,11 +139,9 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         // A replay has no relay to protect: the decoder waits for the UI instead of dropping.
         let (sender, rx) = sink::tui::UiSender::new(true);
         outputs.add(Box::new(sink::tui::UiSink(sender.clone())));
-        let ended = torn
-            .clone()
-            .unwrap_or_else(|| "end of recording".to_string());
         let worker = std::thread::spawn(move || {
-            let outputs = decode_all(outputs);
+            let (outputs, torn) = decode_all(outputs);
+            let ended = torn.unwrap_or_else(|| "end of recording".to_string());
             let _ = sender.send(Feed::Ended(ended));
             outputs
         });
@@ -168,7 +167,7 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     } else {
         outputs.text_stdout();
     }
-    let outputs = decode_all(outputs);
+    let (outputs, torn) = decode_all(outputs);
     if let Some(t) = torn {
         eprintln!("mpspy: {t}");
     }
@@ -196,20 +195,20 @@ fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
             .and_then(|f| f.take(4096).read_to_end(&mut head))
             .with_context(|| format!("reading {shown}"))?;
         if head.starts_with(&PCAPNG_MAGIC) {
-            let mut items = Vec::new();
-            let (header, end) = record::read_file(path, |t| items.push(t))
-                .with_context(|| format!("reading {shown}"))?;
+            // As a stream: the session is set up by the header, then folds item by item.
+            let header = record::read_header(path).with_context(|| format!("reading {shown}"))?;
             let mut session = Session::new(SchemaConfig {
                 choice: header.schemas.parse().unwrap_or(sets::Choice::Auto),
                 user: Vec::new(),
             });
             let mut stats = Stats::default();
-            for item in &items {
-                session.apply(item);
+            let (header, end) = record::read_file_streaming(path, |_, item| {
+                session.apply(&item);
                 for e in session.drain() {
                     stats.fold(&e);
                 }
-            }
+            })
+            .with_context(|| format!("reading {shown}"))?;
             let mut notes = Vec::new();
             if stats.methods.is_empty() {
                 notes.push("no IPC calls in this recording".to_string());

@@ -443,6 +443,16 @@ pub enum End {
 
 /// Reads a recording, handing each item to `f` in file order.
 pub fn read<R: Read>(input: R, mut f: impl FnMut(Tapped)) -> Result<(Header, End), RecordError> {
+    read_streaming(input, |_, t| f(t))
+}
+
+/// [`read`], with the recording's header beside each item, so a consumer can set itself up by
+/// it (the schema selection) on the first item and take the file as a stream: nothing is held
+/// but the item at hand.
+pub fn read_streaming<R: Read>(
+    input: R,
+    mut f: impl FnMut(&Header, Tapped),
+) -> Result<(Header, End), RecordError> {
     let mut reader = PcapNgReader::new(BufReader::new(input))
         .map_err(|e| RecordError::NotOurs(format!("not a pcapng file: {e}")))?;
     let header = header(reader.section())?;
@@ -468,13 +478,16 @@ pub fn read<R: Read>(input: R, mut f: impl FnMut(Tapped)) -> Result<(Header, End
                 match parsed {
                     Some(d) => {
                         conns.push(Some(d.conn));
-                        f(Tapped::Opened {
-                            conn: d.conn,
-                            t_ns: d.t_ns,
-                            label: d.label,
-                            client: d.client.map(Peer::from),
-                            server: d.server.map(Peer::from),
-                        });
+                        f(
+                            &header,
+                            Tapped::Opened {
+                                conn: d.conn,
+                                t_ns: d.t_ns,
+                                label: d.label,
+                                client: d.client.map(Peer::from),
+                                server: d.server.map(Peer::from),
+                            },
+                        );
                     }
                     None => conns.push(None),
                 }
@@ -495,21 +508,26 @@ pub fn read<R: Read>(input: R, mut f: impl FnMut(Tapped)) -> Result<(Header, End
                         let offset = offsets.entry((conn, dir)).or_default();
                         let at = *offset;
                         *offset += epb.data.len() as u64;
-                        f(Tapped::Frame {
-                            conn,
-                            dir,
-                            t_ns,
-                            offset: at,
-                            bytes: epb.data.into_owned(),
-                        });
+                        f(
+                            &header,
+                            Tapped::Frame {
+                                conn,
+                                dir,
+                                t_ns,
+                                offset: at,
+                                bytes: epb.data.into_owned(),
+                            },
+                        );
                     }
                     None => match serde_json::from_slice::<Control>(&epb.data) {
                         Ok(Control::Closed { conn, reason }) => {
-                            f(Tapped::Closed { conn, t_ns, reason })
+                            f(&header, Tapped::Closed { conn, t_ns, reason })
                         }
-                        Ok(Control::Dropped { count }) => f(Tapped::Dropped { t_ns, count }),
+                        Ok(Control::Dropped { count }) => {
+                            f(&header, Tapped::Dropped { t_ns, count })
+                        }
                         Ok(Control::Notice { level, text }) => {
-                            f(Tapped::Notice { t_ns, level, text })
+                            f(&header, Tapped::Notice { t_ns, level, text })
                         }
                         Ok(Control::Bad {
                             conn,
@@ -519,18 +537,21 @@ pub fn read<R: Read>(input: R, mut f: impl FnMut(Tapped)) -> Result<(Header, End
                             reason,
                             hex,
                             stopped,
-                        }) => f(Tapped::Bad {
-                            conn,
-                            dir,
-                            t_ns,
-                            bad: BadBytes {
-                                offset,
-                                len,
-                                reason,
-                                hex,
-                                stopped,
+                        }) => f(
+                            &header,
+                            Tapped::Bad {
+                                conn,
+                                dir,
+                                t_ns,
+                                bad: BadBytes {
+                                    offset,
+                                    len,
+                                    reason,
+                                    hex,
+                                    stopped,
+                                },
                             },
-                        }),
+                        ),
                         // A control record of a newer minor kind: skip it.
                         Err(_) => {}
                     },
@@ -592,6 +613,21 @@ fn header(shb: &SectionHeaderBlock<'_>) -> Result<Header, RecordError> {
 /// Reads a recording file.
 pub fn read_file(path: &Path, f: impl FnMut(Tapped)) -> Result<(Header, End), RecordError> {
     read(File::open(path)?, f)
+}
+
+/// Reads only what a recording says about itself (before reading it whole, to set up by it).
+pub fn read_header(path: &Path) -> Result<Header, RecordError> {
+    let reader = PcapNgReader::new(BufReader::new(File::open(path)?))
+        .map_err(|e| RecordError::NotOurs(format!("not a pcapng file: {e}")))?;
+    header(reader.section())
+}
+
+/// Reads a recording file as a stream (see [`read_streaming`]).
+pub fn read_file_streaming(
+    path: &Path,
+    f: impl FnMut(&Header, Tapped),
+) -> Result<(Header, End), RecordError> {
+    read_streaming(File::open(path)?, f)
 }
 
 #[cfg(test)]
