@@ -103,18 +103,12 @@ pub(crate) fn end_session(
     decoder: JoinHandle<Outputs>,
     recording: Option<Recording>,
 ) -> Result<Outputs> {
-    let mut waited = 0;
-    while relays.count() > 0 && waited < 20 {
-        thread::sleep(Duration::from_millis(25));
-        waited += 1;
+    // Connections usually end by themselves once the program is gone (its sockets closed):
+    // wait for that, then close what is left so its end is reported as the program's exit.
+    if !relays.wait_idle(Duration::from_millis(500)) {
+        relays.close_all(how);
+        relays.wait_idle(Duration::from_secs(2));
     }
-    relays.close_all(how);
-    while relays.count() > 0 && waited < 80 {
-        thread::sleep(Duration::from_millis(25));
-        waited += 1;
-    }
-    // Closed notices are queued by the connection threads; give them a moment.
-    thread::sleep(Duration::from_millis(50));
     tap.finish();
     let mut outputs = decoder
         .join()

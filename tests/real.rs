@@ -656,8 +656,44 @@ impl NodeRun {
     }
 }
 
-/// Masks timestamps, numbers after `-` (pids, thread ids, dates) and hex keys in a log line.
+/// Masks durations (`0.002s`: how long the node took for something varies from run to run).
+fn mask_durations(line: &str) -> String {
+    let b = line.as_bytes();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let int_end = i;
+        if int_end > start && i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let unit_ok =
+                b.get(i) == Some(&b's') && !b.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric());
+            if unit_ok {
+                out.push_str("<dur>");
+                i += 1;
+                continue;
+            }
+        }
+        if i == start {
+            out.push(line[i..].chars().next().unwrap_or(' '));
+            i += line[i..].chars().next().map_or(1, char::len_utf8);
+        } else {
+            out.push_str(&line[start..i]);
+        }
+    }
+    out
+}
+
+/// Masks timestamps, durations, numbers after `-` (pids, thread ids, dates) and hex keys in a
+/// log line.
 fn mask(line: &str) -> String {
+    let line = &mask_durations(line);
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     // A leading ISO timestamp ("2026-12-02T16:16:32Z " or with micros).
@@ -716,8 +752,39 @@ fn masking_keeps_what_matters_and_hides_what_differs_between_runs() {
     );
     assert_eq!(mask("prevout.02 thread start"), "prevout.02 thread start");
     assert_eq!(
+        mask("Dumped mempool: 0.000s to copy, 0.002s to dump, 27 bytes dumped to file"),
+        "Dumped mempool: <dur> to copy, <dur> to dump, 27 bytes dumped to file"
+    );
+    assert_eq!(mask("completed (0.01s)"), "completed (<dur>)");
+    assert_eq!(mask("1014.0 MiB"), "1014.0 MiB");
+    assert_eq!(
         mask("Listening for IPC requests on address unix:/a/b"),
         "Listening for IPC requests on address unix:/a/b"
+    );
+}
+
+/// The same sorted lines; on failure, only the lines that differ.
+fn assert_same_lines(alone: &[String], under: &[String], what: &str) {
+    if alone == under {
+        return;
+    }
+    let only = |a: &[String], b: &[String]| -> Vec<String> {
+        let mut b = b.to_vec();
+        a.iter()
+            .filter(|l| match b.iter().position(|x| x == *l) {
+                Some(i) => {
+                    b.remove(i);
+                    false
+                }
+                None => true,
+            })
+            .cloned()
+            .collect()
+    };
+    panic!(
+        "{what}: lines only without mpspy: {:#?}\nlines only under mpspy: {:#?}",
+        only(alone, under),
+        only(under, alone)
     );
 }
 
@@ -763,10 +830,10 @@ fn under_mpspy_quiet_the_node_prints_exits_and_leaves_files_as_without_it() {
             (b.code(), b.signal()),
             "exit status after {how}"
         );
-        assert_eq!(
-            direct.masked(&direct.stdout()),
-            under.masked(&under.stdout()),
-            "stdout after {how}"
+        assert_same_lines(
+            &direct.masked(&direct.stdout()),
+            &under.masked(&under.stdout()),
+            &format!("stdout after {how}"),
         );
         assert!(
             under.stdout().contains("Shutdown done"),

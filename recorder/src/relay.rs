@@ -19,8 +19,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 #[cfg(unix)]
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mpspy_schema::event::{ConnId, Direction, Peer};
 
@@ -75,6 +76,8 @@ impl ConnIds {
 #[derive(Debug, Clone, Default)]
 pub struct Relays {
     live: Arc<Mutex<Vec<LiveConn>>>,
+    /// Signalled whenever a connection ends.
+    ended: Arc<std::sync::Condvar>,
 }
 
 struct LiveConn {
@@ -113,6 +116,17 @@ impl Relays {
         self.live.lock().map_or(0, |l| l.len())
     }
 
+    /// Waits until no connection is relayed any more (each has queued its `Closed` notice), or
+    /// `timeout` passed; whether they all ended.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let Ok(live) = self.live.lock() else {
+            return false;
+        };
+        self.ended
+            .wait_timeout_while(live, timeout, |l| !l.is_empty())
+            .is_ok_and(|(l, _)| l.is_empty())
+    }
+
     fn add<S: Stream>(
         &self,
         conn: ConnId,
@@ -139,6 +153,7 @@ impl Relays {
         if let Ok(mut l) = self.live.lock() {
             l.retain(|c| c.conn != conn);
         }
+        self.ended.notify_all();
     }
 }
 
@@ -188,7 +203,6 @@ pub fn relay<S: Stream>(
         .spawn(move || {
             let _ = c2s.join();
             let _ = s2c.join();
-            relays.remove(conn);
             let reason = first_end
                 .lock()
                 .map(|r| r.clone())
@@ -200,6 +214,8 @@ pub fn relay<S: Stream>(
                 t_ns: tap.clock.now_ns(),
                 reason,
             });
+            // After the notice: once no connection is left, every notice is queued.
+            relays.remove(conn);
         })
 }
 
