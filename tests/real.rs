@@ -71,6 +71,21 @@ fn wait_output((mut child, dir): (KillOnDrop, PathBuf), what: &str) -> Output {
     }
 }
 
+/// A node without mpspy, listening at `<datadir>/regtest/node.sock` and done loading.
+fn start_plain_node(node: &Path, datadir: &Path) -> KillOnDrop {
+    let child = KillOnDrop(Some(
+        Command::new(node)
+            .args(regtest_args(datadir))
+            .arg("-ipcbind=unix")
+            .spawn()
+            .unwrap(),
+    ));
+    let sock = datadir.join("regtest/node.sock");
+    wait_for("the node to listen", PATIENCE, || accepts(&sock));
+    wait_node_ready(datadir);
+    child
+}
+
 /// Every call has its return, with a latency, and every method has a name from the schema.
 fn assert_paired_and_named(ev: &[Value]) {
     let calls = of_type(ev, "call");
@@ -289,7 +304,6 @@ fn bitcoin_cli_is_interposed_against_a_plain_node_and_meets_its_own_errors() {
     let dir = Scratch::new("cli");
     let datadir = dir.path().join("d");
     std::fs::create_dir(&datadir).unwrap();
-    let sock = datadir.join("regtest/node.sock");
     let cli_args = |cmd: &str| -> Vec<String> {
         vec![
             "-regtest".into(),
@@ -325,15 +339,7 @@ fn bitcoin_cli_is_interposed_against_a_plain_node_and_meets_its_own_errors() {
         (b.status.code(), &b.stdout, &b.stderr)
     );
 
-    let mut plain = KillOnDrop(Some(
-        Command::new(&node)
-            .args(regtest_args(&datadir))
-            .arg("-ipcbind=unix")
-            .spawn()
-            .unwrap(),
-    ));
-    wait_for("the node to listen", PATIENCE, || accepts(&sock));
-    wait_node_ready(&datadir);
+    let mut plain = start_plain_node(&node, &datadir);
     let out = quiet(&cli_args("getblockcount"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "0\n");
@@ -457,15 +463,7 @@ fn call_and_bench_against_the_real_node() {
     let datadir = dir.path().join("d");
     std::fs::create_dir(&datadir).unwrap();
     let sock = datadir.join("regtest/node.sock");
-    let _node = KillOnDrop(Some(
-        Command::new(&node)
-            .args(regtest_args(&datadir))
-            .arg("-ipcbind=unix")
-            .spawn()
-            .unwrap(),
-    ));
-    wait_for("the node to listen", PATIENCE, || accepts(&sock));
-    wait_node_ready(&datadir);
+    let _node = start_plain_node(&node, &datadir);
     let address = format!("unix:{}", sock.display());
 
     let (code, out, err) = call(&[&address, "Init.makeEcho", "Echo.echo", r#"{"echo":"hi"}"#]);
@@ -932,15 +930,7 @@ fn a_client_started_with_conf_0_runs_under_mpspy() {
     let datadir = dir.path().join("d");
     std::fs::create_dir(&datadir).unwrap();
     let sock = datadir.join("regtest/node.sock");
-    let _node = KillOnDrop(Some(
-        Command::new(&node)
-            .args(regtest_args(&datadir))
-            .arg("-ipcbind=unix")
-            .spawn()
-            .unwrap(),
-    ));
-    wait_for("the node to listen", PATIENCE, || accepts(&sock));
-    wait_node_ready(&datadir);
+    let _node = start_plain_node(&node, &datadir);
     let sv2 = dir.path().join("sv2-tp");
     std::os::unix::fs::symlink(crate::live::testpeer(), &sv2).unwrap();
     let out = mpspy()
