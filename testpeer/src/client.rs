@@ -19,7 +19,8 @@ use crate::schema::echo_capnp::echo;
 use crate::schema::init_capnp::init;
 use crate::schema::mining_capnp::{block_template, mining};
 use crate::schema::proxy_capnp::{context, thread};
-use crate::server::{self, Peer};
+use crate::server::Peer;
+use crate::threads::{self, Conn};
 
 /// What one client session does after the handshake.
 #[derive(Debug, Clone)]
@@ -194,7 +195,7 @@ async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
     // construct: sent right behind the Bootstrap, targeting its answer.
     let mut req = init.construct_request();
     req.get()
-        .set_thread_map(server::new_thread_map(peer.clone()));
+        .set_thread_map(threads::new_thread_map(Conn::new(peer.clone())));
     // Responses are dropped as soon as their capabilities are taken out, so
     // each question is Finished right after its Return, like the C++ client.
     let thread_map = req
@@ -211,7 +212,7 @@ async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
     let make_thread = req.send();
     let mut threads = Threads {
         thread: make_thread.pipeline.get_result(),
-        callback: server::new_thread(thread_name.clone()),
+        callback: threads::new_callback_thread(thread_name.clone()),
     };
     let mut req = init.make_echo_request();
     threads.fill(req.get().init_context());

@@ -22,6 +22,7 @@
 
 mod blocks;
 mod client;
+mod dispatch;
 #[cfg(unix)]
 mod listen;
 mod net;
@@ -29,6 +30,7 @@ pub mod runtime;
 mod schema;
 mod server;
 mod spawn;
+mod threads;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -20,7 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::net;
 use crate::schema::init_capnp::init;
 use crate::schema::proxy_capnp::thread;
-use crate::server::{self, Peer};
+use crate::server::Peer;
+use crate::threads::{self, Conn};
 
 /// One step of a call chain.
 #[derive(Debug, Clone)]
@@ -122,7 +123,8 @@ async fn chain(
 ) -> Result<Timings> {
     let peer: Rc<Peer> = Peer::new();
     let mut req = init.construct_request();
-    req.get().set_thread_map(server::new_thread_map(peer));
+    req.get()
+        .set_thread_map(threads::new_thread_map(Conn::new(peer)));
     let thread_map = req
         .send()
         .promise
@@ -139,7 +141,7 @@ async fn chain(
         (
             sent.pipeline.get_result(),
             sent.promise,
-            server::new_thread(name),
+            threads::new_callback_thread(name),
         )
     };
     let (thread, made, callback) = make_thread(thread_name.to_string());

@@ -208,12 +208,17 @@ fn listens_serves_clients_and_cleans_up_on_sigterm() {
         .find_map(|l| l.strip_prefix("thread: "))
         .expect("a thread line");
     let thread: String = serde_json::from_str(thread).unwrap();
-    // "<exe>-<server pid>/<n> (from <exe>-<client pid>/main)"
+    // "<exe>-<server pid>/<n> (from <exe>-<client pid>/<exe>-<client pid>)": libmultiprocess's
+    // long names of a server thread (a counter for its tid) and of a client's main thread.
     let node_pid = node.child.id();
+    let from = thread
+        .strip_prefix(&format!("mpspy-testpeer-{node_pid}/"))
+        .and_then(|t| t.split_once(" (from "))
+        .and_then(|(n, from)| n.parse::<u64>().ok().and(from.strip_suffix(')')))
+        .unwrap_or_else(|| panic!("thread name {thread:?}"));
+    let (exe_pid, pthread_tid) = from.split_once('/').unwrap();
     assert!(
-        thread.starts_with(&format!("mpspy-testpeer-{node_pid}/"))
-            && thread.ends_with("/main)")
-            && thread.contains(" (from mpspy-testpeer-"),
+        exe_pid == pthread_tid && exe_pid.starts_with("mpspy-testpeer-"),
         "thread name {thread:?}"
     );
     let echoes: Vec<String> = got
