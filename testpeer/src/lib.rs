@@ -19,6 +19,10 @@
 //! `MPSPY_TESTPEER_SPAWN=NAME[,NAME…]` spawns the first NAME itself (passing
 //! the rest on in the same variable) and runs the client session against it
 //! while it serves its own parent. See the `spawn` module.
+//!
+//! The client session echoes `hello from parent` unless told what to do;
+//! `client unix:PATH --rpc getblockcount` alone is bitcoin-cli's session
+//! (construct, makeThread + makeRpc, executeRpc, Release of the Rpc).
 
 mod blocks;
 mod client;
@@ -30,6 +34,8 @@ pub mod runtime;
 mod schema;
 mod server;
 mod spawn;
+#[cfg(test)]
+mod tests;
 mod threads;
 
 use std::ffi::OsString;
@@ -56,7 +62,8 @@ usage:
   mpspy-testpeer -spawn-bare NAME [--echo TEXT]… [--count N]
       the same, spawning <dir of argv0>/NAME N (like mpexample)
   mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
-      connect like a libmultiprocess C++ client";
+      connect like a libmultiprocess C++ client (echo \"hello from parent\" when given nothing
+      to do; --rpc METHOD alone is bitcoin-cli's session)";
 
 /// Runs the peer with a full argv (`args[0]` is the program name); what the `mpspy-testpeer`
 /// binary and mpspy's built-in demo both call.
