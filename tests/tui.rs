@@ -135,7 +135,12 @@ fn demo_on_a_terminal_shows_calls_methods_and_the_end() {
     pty.wait_for(&["connections", "capabilities"]);
     pty.keys("5");
     let screen = pty.wait_for(&["thread lanes from Proxy.Context"]);
-    assert!(line_with(&screen, "/main ").contains("idle"), "{screen}");
+    // The one lane is the client's main thread, named the libmultiprocess way:
+    // `mpspy-testpeer-PID/mpspy-testpeer-PID` (cut to the column's width).
+    assert!(
+        line_with(&screen, "#1   mpspy-testpeer-").contains("idle"),
+        "{screen}"
+    );
     pty.keys("q");
     let status = pty.wait_exit();
     assert!(status.success(), "{status}");

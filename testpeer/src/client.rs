@@ -6,7 +6,28 @@
 //! returns, `ThreadMap.makeThread(name)` followed at once by the first real
 //! call, whose `Context.thread` is the pipelined makeThread result and whose
 //! `Context.callbackThread` is a Thread we host. Every later Context call
-//! carries the (by then resolved) server Thread and the same callbackThread.
+//! carries the (by then resolved) server Thread and the same callbackThread:
+//! one Thread object for the one client thread, so it is always the same
+//! export (id 1, after our ThreadMap's 0). The node releases it after each
+//! call, and it is then exported afresh under the same id, as from a C++
+//! client. Every question is Finished as soon as its Return is in (the
+//! C++ client's habit), `destroy` is called before an object with one is
+//! released, and the session ends like bitcoin-cli's: the last objects it
+//! made are released, Init, the ThreadMap and the Thread are not, and the
+//! socket closes without an Abort ([`net::as_client`]).
+//!
+//! # Where it still differs from a C++ client
+//!
+//! capnp-rust's bootstrap capability never resolves to the imported `Init`:
+//! it stays a promise on the Bootstrap question. So every call on Init
+//! targets `promisedAnswer(q0)` (a C++ client targets the import, id 0), the
+//! bootstrap question is never Finished (the C++ client Finishes it right
+//! after its Return), question ids start at 1 for the calls after construct
+//! (the C++ client reuses 0), and right after the bootstrap Return the client
+//! sends `Release{id = 0}` for the import it does not use (the C++ client never
+//! releases Init). The node keeps serving Init through the answer, so nothing
+//! else changes. Making the bootstrap resolve would need changes inside
+//! capnp-rpc.
 
 use std::process::ExitCode;
 
@@ -14,17 +35,19 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::blocks::display_hash;
-use crate::net;
+use crate::net::{self, KeepUntilClose};
 use crate::schema::echo_capnp::echo;
 use crate::schema::init_capnp::init;
 use crate::schema::mining_capnp::{block_template, mining};
 use crate::schema::proxy_capnp::{context, thread};
-use crate::server::{self, Peer};
+use crate::server::Peer;
+use crate::threads::{self, Conn};
 
 /// What one client session does after the handshake.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionOptions {
-    /// Texts for `Echo.echo`, each sent `count` times.
+    /// Texts for `Echo.echo`, each sent `count` times. Without any, the
+    /// session makes no Echo.
     pub(crate) echo: Vec<String>,
     pub(crate) count: u32,
     /// Also exercise Mining and BlockTemplate.
@@ -97,7 +120,9 @@ impl SessionOptions {
                 _ => positional.push(arg.clone()),
             }
         }
-        if opts.echo.is_empty() {
+        // With nothing asked for, echo the default text; `--rpc METHOD` alone is
+        // a bitcoin-cli session (makeRpc, executeRpc), with no Echo in it.
+        if opts.echo.is_empty() && !opts.mining && opts.rpc.is_empty() {
             opts.echo.push(DEFAULT_ECHO.to_string());
         }
         Ok((opts, positional))
@@ -157,7 +182,7 @@ where
     S: AsyncRead + AsyncWrite + 'static,
 {
     // All our capabilities are dropped when the session ends (their Releases are queued).
-    let (result, problems) = net::as_client(stream, |init| session(init, opts)).await;
+    let (result, problems) = net::as_client(stream, |init, keep| session(init, keep, opts)).await;
     for p in problems {
         eprintln!("{p}");
     }
@@ -187,16 +212,16 @@ fn json_str(s: &str) -> String {
     serde_json::Value::from(s).to_string()
 }
 
-async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
+async fn session(init: init::Client, keep: KeepUntilClose, opts: &SessionOptions) -> Result<()> {
     let peer = Peer::new();
     let thread_name = peer.main_thread_name();
 
     // construct: sent right behind the Bootstrap, targeting its answer.
     let mut req = init.construct_request();
     req.get()
-        .set_thread_map(server::new_thread_map(peer.clone()));
-    // Responses are dropped as soon as their capabilities are taken out, so
-    // each question is Finished right after its Return, like the C++ client.
+        .set_thread_map(threads::new_thread_map(Conn::new(peer.clone())));
+    // The response is dropped once the capability is out of it, so the
+    // question is Finished right after its Return, like the C++ client does.
     let thread_map = req
         .send()
         .promise
@@ -204,6 +229,7 @@ async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
         .context("Init.construct")?
         .get()?
         .get_thread_map()?;
+    keep.keep(&thread_map);
 
     // makeThread, and the first real call pipelined on its answer.
     let mut req = thread_map.make_thread_request();
@@ -211,22 +237,21 @@ async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
     let make_thread = req.send();
     let mut threads = Threads {
         thread: make_thread.pipeline.get_result(),
-        callback: server::new_thread(thread_name.clone()),
+        callback: threads::new_callback_thread(thread_name.clone()),
     };
-    let mut req = init.make_echo_request();
-    threads.fill(req.get().init_context());
-    let make_echo = req.send();
-    let (thread, echo) = futures::try_join!(
-        async {
-            let reply = make_thread.promise.await.context("ThreadMap.makeThread")?;
-            Ok::<_, anyhow::Error>(reply.get()?.get_result()?)
-        },
-        async {
-            let reply = make_echo.promise.await.context("Init.makeEcho")?;
-            Ok::<_, anyhow::Error>(reply.get()?.get_result()?)
-        },
-    )?;
+    let first = first_call(&init, &threads, opts);
+    // The answers come in order; take each as it arrives and let go of its
+    // question (pipeline, response, the promised Thread) so that it is
+    // Finished then, not at the end of the session.
+    let capnp::capability::RemotePromise { promise, pipeline } = make_thread;
+    let thread = promise
+        .await
+        .context("ThreadMap.makeThread")?
+        .get()?
+        .get_result()?;
+    drop(pipeline);
     threads.thread = thread;
+    keep.keep(&threads.thread);
 
     if opts.thread_name {
         let reply = threads
@@ -240,16 +265,78 @@ async fn session(init: init::Client, opts: &SessionOptions) -> Result<()> {
         println!("thread: {}", json_str(&name));
     }
 
-    run_echo(&echo, &threads, opts).await?;
-    drop(echo);
-
-    if opts.mining {
-        run_mining(&init, &threads).await?;
+    // Each arm takes the first call's answer and drops the rest of it (its
+    // pipeline) at once, so that question is Finished now too.
+    match first {
+        First::Echo(make_echo) => {
+            let echo = answer(make_echo, "Init.makeEcho")
+                .await?
+                .get()?
+                .get_result()?;
+            run_echo(&echo, &threads, opts).await?;
+            drop(echo);
+            if opts.mining {
+                run_mining(&init, &threads, None).await?;
+            }
+        }
+        First::Mining(make_mining) => {
+            let mining = answer(make_mining, "Init.makeMining")
+                .await?
+                .get()?
+                .get_result()?;
+            run_mining(&init, &threads, Some(mining)).await?;
+        }
+        First::Rpc(make_rpc) => {
+            let rpc = answer(make_rpc, "Init.makeRpc")
+                .await?
+                .get()?
+                .get_result()?;
+            run_rpc(&init, &threads, &opts.rpc[0], Some(rpc)).await?;
+        }
     }
-    for method in &opts.rpc {
-        run_rpc(&init, &threads, method).await?;
+    // The first `--rpc` ran above when nothing came before it.
+    let skip = usize::from(opts.echo.is_empty() && !opts.mining);
+    for method in opts.rpc.iter().skip(skip) {
+        run_rpc(&init, &threads, method, None).await?;
     }
     Ok(())
+}
+
+/// Waits for the Return of `sent` and drops its pipeline, so that the question
+/// is Finished as soon as the caller drops the response.
+async fn answer<T>(
+    sent: capnp::capability::RemotePromise<T>,
+    what: &'static str,
+) -> Result<capnp::capability::Response<T>>
+where
+    T: capnp::traits::Pipelined + capnp::traits::Owned + 'static,
+{
+    let capnp::capability::RemotePromise { promise, pipeline } = sent;
+    drop(pipeline);
+    promise.await.context(what)
+}
+
+/// The call that goes out with makeThread: the session's first Context call.
+enum First {
+    Echo(capnp::capability::RemotePromise<init::make_echo_results::Owned>),
+    Mining(capnp::capability::RemotePromise<init::make_mining_results::Owned>),
+    Rpc(capnp::capability::RemotePromise<init::make_rpc_results::Owned>),
+}
+
+fn first_call(init: &init::Client, threads: &Threads, opts: &SessionOptions) -> First {
+    if !opts.echo.is_empty() {
+        let mut req = init.make_echo_request();
+        threads.fill(req.get().init_context());
+        First::Echo(req.send())
+    } else if opts.mining {
+        let mut req = init.make_mining_request();
+        threads.fill(req.get().init_context());
+        First::Mining(req.send())
+    } else {
+        let mut req = init.make_rpc_request();
+        threads.fill(req.get().init_context());
+        First::Rpc(req.send())
+    }
 }
 
 async fn run_echo(echo: &echo::Client, threads: &Threads, opts: &SessionOptions) -> Result<()> {
@@ -289,24 +376,39 @@ async fn run_echo(echo: &echo::Client, threads: &Threads, opts: &SessionOptions)
     threads.fill(req.get().init_context());
     req.send().promise.await.context("Echo.destroy")?;
     println!("Echo.destroy: ok");
+    // The caller drops the Echo right after this: destroy, then Release.
     Ok(())
 }
 
-async fn run_mining(init: &init::Client, threads: &Threads) -> Result<()> {
-    let mut req = init.make_mining_request();
-    threads.fill(req.get().init_context());
-    let mining: mining::Client = req
-        .send()
-        .promise
-        .await
-        .context("Init.makeMining")?
-        .get()?
-        .get_result()?;
+/// Mining and BlockTemplate calls; `mining` when makeMining already went out
+/// with makeThread.
+async fn run_mining(
+    init: &init::Client,
+    threads: &Threads,
+    mining: Option<mining::Client>,
+) -> Result<()> {
+    let mining: mining::Client = match mining {
+        Some(m) => m,
+        None => {
+            let mut req = init.make_mining_request();
+            threads.fill(req.get().init_context());
+            req.send()
+                .promise
+                .await
+                .context("Init.makeMining")?
+                .get()?
+                .get_result()?
+        }
+    };
 
     let mut req = mining.is_test_chain_request();
     threads.fill(req.get().init_context());
     let reply = req.send().promise.await.context("Mining.isTestChain")?;
     println!("isTestChain: {}", reply.get()?.get_result());
+    // Responses go as soon as they are read, so each question is Finished
+    // right after its Return, as by a C++ client (a shadowed `reply` would
+    // live to the end of the function).
+    drop(reply);
 
     let mut req = mining.get_tip_request();
     threads.fill(req.get().init_context());
@@ -319,6 +421,7 @@ async fn run_mining(init: &init::Client, threads: &Threads) -> Result<()> {
         block.get_height(),
         display_hash(block.get_hash()?)
     );
+    drop(reply);
 
     let mut req = mining.create_new_block_request();
     {
@@ -373,11 +476,13 @@ async fn run_template(template: &block_template::Client, threads: &Threads) -> R
     let header = reply.get()?.get_result()?;
     println!("getBlockHeader: {} bytes", header.len());
     ensure!(header.len() == 80, "getBlockHeader: expected 80 bytes");
+    drop(reply);
 
     let mut req = template.get_block_request();
     threads.fill(req.get().init_context());
     let reply = req.send().promise.await.context("BlockTemplate.getBlock")?;
     println!("getBlock: {} bytes", reply.get()?.get_result()?.len());
+    drop(reply);
 
     let mut req = template.get_coinbase_tx_request();
     threads.fill(req.get().init_context());
@@ -395,6 +500,7 @@ async fn run_template(template: &block_template::Client, threads: &Threads) -> R
         tx.get_lock_time(),
         tx.get_required_outputs()?.len()
     );
+    drop(reply);
 
     let mut req = template.wait_next_request();
     {
@@ -417,6 +523,8 @@ async fn run_template(template: &block_template::Client, threads: &Threads) -> R
     } else {
         println!("waitNext: null");
     }
+    // Finished now, as a C++ client finishes every answer right after its Return.
+    drop(reply);
 
     let mut req = template.destroy_request();
     threads.fill(req.get().init_context());
@@ -425,16 +533,27 @@ async fn run_template(template: &block_template::Client, threads: &Threads) -> R
     Ok(())
 }
 
-async fn run_rpc(init: &init::Client, threads: &Threads, method: &str) -> Result<()> {
-    let mut req = init.make_rpc_request();
-    threads.fill(req.get().init_context());
-    let rpc = req
-        .send()
-        .promise
-        .await
-        .context("Init.makeRpc")?
-        .get()?
-        .get_result()?;
+/// `Init.makeRpc` (unless `rpc` came with makeThread), `Rpc.executeRpc`, and
+/// the Release of the Rpc: bitcoin-cli's whole session after the handshake.
+async fn run_rpc(
+    init: &init::Client,
+    threads: &Threads,
+    method: &str,
+    rpc: Option<crate::schema::rpc_capnp::rpc::Client>,
+) -> Result<()> {
+    let rpc = match rpc {
+        Some(r) => r,
+        None => {
+            let mut req = init.make_rpc_request();
+            threads.fill(req.get().init_context());
+            req.send()
+                .promise
+                .await
+                .context("Init.makeRpc")?
+                .get()?
+                .get_result()?
+        }
+    };
 
     let request = serde_json::json!({
         "method": method,
@@ -453,5 +572,8 @@ async fn run_rpc(init: &init::Client, threads: &Threads, method: &str) -> Result
     }
     let reply = req.send().promise.await.context("Rpc.executeRpc")?;
     println!("executeRpc: {}", reply.get()?.get_result()?.to_string()?);
+    // Finish, then the Release that ends a bitcoin-cli session.
+    drop(reply);
+    drop(rpc);
     Ok(())
 }

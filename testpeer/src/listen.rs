@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use capnp_rpc::rpc_twoparty_capnp::Side;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -220,7 +219,7 @@ async fn accept_loop(listener: UnixListener, peer: Rc<Peer>) {
 
 /// One connection: its own RPC system with a fresh `Init` as bootstrap.
 async fn serve_connection(stream: UnixStream, peer: Rc<Peer>) {
-    let rpc = net::rpc_system(stream, Side::Server, Some(new_init(peer).client));
+    let rpc = net::rpc_system(stream, new_init(peer).client);
     if let Err(e) = rpc.await.context("IPC server connection") {
         eprintln!("{e:#}");
     }

@@ -2,25 +2,29 @@
 //!
 //! It does what a libmultiprocess C++ client does (protocol digest §4.1): Bootstrap `Init`,
 //! `construct` with our own ThreadMap (so the other side can call back), `makeThread` for the
-//! calling thread pipelined with the first real call, and `Proxy.Context` filled on every call.
+//! calling thread pipelined with the first real call (later calls name the server Thread by
+//! its import), and `Proxy.Context` filled on every call, with one callbackThread per stream.
+//! It closes like the test peer's own client (see the `client` module for what still differs
+//! from a C++ client: the bootstrap capability stays a promise).
 //! Params arrive already encoded (by mpspy's schema-driven encoder) with capability pointers
 //! 0 = `Context.thread` and 1 = `Context.callbackThread`; the runtime attaches the real
 //! capabilities to those indices.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use capnp::any_pointer;
 use capnp::capability::Client;
-use capnp::private::capability::ClientHook;
+use capnp::private::capability::{ClientHook, PipelineOp};
 use capnp::traits::Imbue;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::net;
+use crate::net::{self, KeepUntilClose};
 use crate::schema::init_capnp::init;
-use crate::schema::proxy_capnp::thread;
-use crate::server::{self, Peer};
+use crate::schema::proxy_capnp::{thread, thread_map};
+use crate::server::Peer;
+use crate::threads::{self, Conn};
 
 /// One step of a call chain.
 #[derive(Debug, Clone)]
@@ -109,20 +113,65 @@ pub async fn run_chain<S>(
 where
     S: AsyncRead + AsyncWrite + 'static,
 {
-    net::as_client(stream, |init| chain(init, thread_name, calls, repeat))
-        .await
-        .0
+    net::as_client(stream, |init, keep| {
+        chain(init, keep, thread_name, calls, repeat)
+    })
+    .await
+    .0
+}
+
+/// One client thread's view of its server Thread: first the pipelined makeThread answer, then,
+/// once that Return is in, the Thread itself.
+struct Stream {
+    thread: thread::Client,
+    /// The makeThread answer until it has been taken.
+    made: Option<capnp::capability::RemotePromise<thread_map::make_thread_results::Owned>>,
+    callback: thread::Client,
+}
+
+impl Stream {
+    /// `makeThread(name)`; the stream's first call is to go out right after it, pipelined.
+    fn new(thread_map: &thread_map::Client, name: String) -> Stream {
+        let mut req = thread_map.make_thread_request();
+        req.get().set_name(&name[..]);
+        let made = req.send();
+        Stream {
+            thread: made.pipeline.get_result(),
+            made: Some(made),
+            callback: threads::new_callback_thread(name),
+        }
+    }
+
+    /// After the first call was sent: waits for the makeThread Return, switches to the Thread
+    /// it names and lets go of that question (so it is Finished now), and keeps the Thread
+    /// until the connection closes, as a C++ client does.
+    async fn settle(&mut self, keep: &KeepUntilClose) -> Result<()> {
+        if let Some(made) = self.made.take() {
+            let capnp::capability::RemotePromise { promise, pipeline } = made;
+            let thread = promise
+                .await
+                .context("ThreadMap.makeThread")?
+                .get()?
+                .get_result()?;
+            drop(pipeline);
+            self.thread = thread;
+            keep.keep(&self.thread);
+        }
+        Ok(())
+    }
 }
 
 async fn chain(
     init: init::Client,
+    keep: KeepUntilClose,
     thread_name: &str,
     calls: &[Call],
     repeat: Repeat,
 ) -> Result<Timings> {
     let peer: Rc<Peer> = Peer::new();
     let mut req = init.construct_request();
-    req.get().set_thread_map(server::new_thread_map(peer));
+    req.get()
+        .set_thread_map(threads::new_thread_map(Conn::new(peer)));
     let thread_map = req
         .send()
         .promise
@@ -130,19 +179,9 @@ async fn chain(
         .context("Init.construct")?
         .get()?
         .get_thread_map()?;
+    keep.keep(&thread_map);
 
-    let make_thread = |name: String| {
-        let mut req = thread_map.make_thread_request();
-        req.get().set_name(&name[..]);
-        let sent = req.send();
-        // Pipelined: the first call goes out with the makeThread, like libmultiprocess.
-        (
-            sent.pipeline.get_result(),
-            sent.promise,
-            server::new_thread(name),
-        )
-    };
-    let (thread, made, callback) = make_thread(thread_name.to_string());
+    let mut main = Stream::new(&thread_map, thread_name.to_string());
 
     let mut target: Client = init.client.clone();
     let Some((last, rest)) = calls.split_last() else {
@@ -151,11 +190,23 @@ async fn chain(
     // Capabilities to destroy at the end, newest first.
     let mut to_destroy: Vec<(Client, Call)> = Vec::new();
     for call in rest {
-        let sent = send(&target, call, &thread, &callback)?;
-        let next = call
-            .next
-            .map(|i| Client::new(sent.pipeline.get_pointer_field(i).as_cap()));
-        sent.promise.await.map_err(anyhow::Error::from)?;
+        let sent = send(&target, call, &main.thread, &main.callback)?;
+        main.settle(&keep).await?;
+        let capnp::capability::RemotePromise { promise, pipeline } = sent;
+        drop(pipeline);
+        // Each step waits for the previous one's Return (a C++ client thread blocks in the
+        // call), so the next target is the returned capability itself, not a promise on the
+        // answer; the response is dropped at once, so the question is Finished now.
+        let response = promise.await.map_err(anyhow::Error::from)?;
+        let next = match call.next {
+            Some(i) => Some(Client::new(
+                response
+                    .get()?
+                    .get_pipelined_cap(&[PipelineOp::GetPointerField(i)])?,
+            )),
+            None => None,
+        };
+        drop(response);
         target = next.context("this step returns no capability for the next one")?;
         if let Some((interface_id, method_id, params)) = &call.destroy {
             to_destroy.push((
@@ -170,26 +221,21 @@ async fn chain(
             ));
         }
     }
-    let _ = made.await.context("ThreadMap.makeThread")?;
 
     let mut timings = Timings::default();
-    let streams: Vec<_> = (0..repeat.concurrency.max(1))
-        .map(|i| {
-            if i == 0 {
-                (thread.clone(), callback.clone())
-            } else {
-                let (t, _, cb) = make_thread(format!("{thread_name}/{i}"));
-                (t, cb)
-            }
-        })
-        .collect();
-    let runs = streams.iter().map(|(t, cb)| {
+    let mut streams = vec![main];
+    for i in 1..repeat.concurrency.max(1) {
+        streams.push(Stream::new(&thread_map, format!("{thread_name}/{i}")));
+    }
+    let runs = streams.iter_mut().map(|stream| {
         let target = target.clone();
+        let keep = keep.clone();
         async move {
             let mut times = Vec::with_capacity(repeat.count as usize);
             for i in 0..repeat.warmup + repeat.count.max(1) {
                 let start = Instant::now();
-                let sent = send(&target, last, t, cb)?;
+                let sent = send(&target, last, &stream.thread, &stream.callback)?;
+                stream.settle(&keep).await?;
                 sent.promise.await.map_err(anyhow::Error::from)?;
                 if i >= repeat.warmup {
                     times.push(start.elapsed().as_nanos() as u64);
@@ -199,8 +245,9 @@ async fn chain(
         }
     });
     let results = futures::future::try_join_all(runs).await;
+    let main = &streams[0];
     for (cap, call) in to_destroy.iter().rev() {
-        send(cap, call, &thread, &callback)?
+        send(cap, call, &main.thread, &main.callback)?
             .promise
             .await
             .map_err(anyhow::Error::from)
@@ -209,7 +256,5 @@ async fn chain(
     for times in results? {
         timings.round_trips_ns.extend(times);
     }
-    // Let the server's Releases for our callback threads arrive before disconnecting.
-    tokio::time::sleep(Duration::from_millis(5)).await;
     Ok(timings)
 }

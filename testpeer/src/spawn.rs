@@ -37,7 +37,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use capnp_rpc::rpc_twoparty_capnp::Side;
 
 use crate::FdArg;
 use crate::client::{self, SessionOptions};
@@ -130,7 +129,7 @@ pub(crate) async fn serve_inherited(arg: &str) -> Result<ExitCode> {
     });
 
     let peer = Peer::new();
-    let served = net::rpc_system(stream, Side::Server, Some(new_init(peer).client)).await;
+    let served = net::rpc_system(stream, new_init(peer).client).await;
     if let Some(task) = nested {
         task.await.context("nested spawn task")??;
     }
