@@ -1,5 +1,9 @@
 //! One integration binary (linking once keeps the suite fast); modules by area.
 
+// The emulation of Bitcoin's options is checked against the real programs, whose IPC is
+// unix-only; the rows are unix paths.
+#[cfg(unix)]
+mod args;
 #[cfg(unix)]
 mod call;
 mod common;

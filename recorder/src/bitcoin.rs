@@ -3,31 +3,54 @@
 //! mpspy sits in between, and which program the `bitcoin` wrapper would run (protocol README
 //! §5.2, §5.5, §6.1 and §6.2).
 //!
-//! The option handling follows Bitcoin Core's `ArgsManager`:
+//! The option handling follows Bitcoin Core's `ArgsManager`, as the real programs behave
+//! (`tests/args.rs` checks a table of cases against the real `bitcoin-node`, `bitcoin-cli` and
+//! `bitcoin` wrapper):
 //!
 //! - `-name`, `--name`, `-name=value`. `-noname` negates (`-noname=0` is a double negative, which
-//!   means true). A bare `-name` is the empty string, which counts as true for booleans. Parsing
-//!   stops at the first argument that does not start with `-`, and at a lone `-`.
-//! - The config file (`-conf`, default `<datadir>/bitcoin.conf`) has `key=value` lines, `#`
-//!   comments, `[chain]` sections and `chain.key=value` keys. `includeconf=` is **not** followed:
-//!   options in included files are not seen.
+//!   means true, rendered `1`; `-name=0` is the value `0`, not a negation). A bare `-name` is the
+//!   empty string, which counts as true for booleans. Parsing stops at the first argument that
+//!   does not start with `-`, and at a lone `-`. The nodes (`bitcoin-node`, `bitcoind`) refuse
+//!   positional arguments, `section.name` options, `-nodatadir` and a non-negated
+//!   `-includeconf`; `bitcoin-cli` refuses `-includeconf` in any form.
+//! - The config file (`-conf`, relative to the command line's datadir; default
+//!   `<datadir>/bitcoin.conf`, which may be missing; `-noconf` disables it; `-conf=0` is a file
+//!   named `0`) has `key=value` lines, `#` comments, `[chain]` sections and `chain.key=value`
+//!   keys. `conf=` is refused there.
+//! - `includeconf=` in the config file (its top level or the chain's section, chain section
+//!   first; chain as the command line and the config give it before includes) names more files,
+//!   relative to the command line's datadir. They are read after the config, their values
+//!   stored after the config's own; an included file cannot include further. A missing,
+//!   unreadable or malformed one stops the node. `bitcoin-cli` does not follow them.
 //! - Single-valued options: the last command-line value wins, then the chain's config section,
 //!   then the config's top level. Inside the config file the *first* value wins (Bitcoin's
-//!   backwards-compatible rule), except for the chain options, where the last one wins.
-//! - List options (`-ipcbind`): Bitcoin **combines** the command-line and config-file values. The
-//!   command line does not replace the config file's. `-noipcbind` discards the command-line
-//!   values before it, and the config file's too if nothing follows it.
-//! - `-conf`: Bitcoin master reads `-conf=0` as a file named `0` (only `-noconf` disables the
-//!   config file); an explicit `-conf` that cannot be read is the program's own error. When the
-//!   config cannot be read, [`plan`] goes on with the command line alone and says so in
-//!   [`Plan::notes`], so mpspy still interposes what the command line names and the program
-//!   reports its own error.
+//!   backwards-compatible rule), except for the chain flags (`regtest=` etc.), where the last one
+//!   wins. Chain flags only count at the config's top level.
+//! - List options (`-ipcbind`): Bitcoin **combines** the command line, the settings file and the
+//!   config file (chain section, then top level). The command line does not replace the config
+//!   file's. `-noipcbind` discards the command-line values before it, and the config file's too
+//!   if nothing follows it.
+//! - `datadir=` in the config moves the datadir (a relative one is against the working
+//!   directory). One at the config's top level must exist; a missing one in the chain's section
+//!   makes the node abort. A `bitcoin.conf` in the final datadir other than the config in use
+//!   stops the node unless `-allowignoredconf`.
+//! - The node's settings file (`-settings`, default `settings.json` in the network datadir,
+//!   `-nosettings` disables it) is merged between the command line and the config: `false` is
+//!   a negation, an array a list; an unreadable or malformed one stops the node.
+//! - When a file cannot be read, [`plan`] goes on without it (and, for the config file, with the
+//!   command line alone) and says so in [`Plan::notes`], so mpspy still interposes what the
+//!   rest names and the program reports its own error.
+//! - The `bitcoin` wrapper reads the config and included files too, leniently (a file it cannot
+//!   read it skips with a warning, keeping what it read before), and not the settings file.
 //! - Programs other than Bitcoin Core's own (`sv2-tp`, test peers) are planned from their
 //!   command line only: their config files are theirs (sv2-tp, for one, reads `-conf=0` as "no
 //!   config file"), and their options are not Bitcoin's.
 //!
-//! Not modelled: `includeconf`, `settings.json`, and the per-option flags Bitcoin registers
-//! (unknown options are accepted here; the program itself rejects them).
+//! Not modelled: the per-option flags Bitcoin registers (unknown options are accepted here; the
+//! program itself rejects them), options Bitcoin only takes from a chain section
+//! (`ipcbind`, `datadir`, `conf`, `includeconf` and `settings`, the ones that matter here, are
+//! not among them), and bind failures the node meets at run time (an existing non-socket file,
+//! a directory it cannot create).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -117,12 +140,19 @@ pub fn role(program: &str) -> Role {
 pub enum BindOrigin {
     /// An `-ipcbind` argument (see [`BindSpec::arg_index`]).
     CommandLine,
-    /// An `ipcbind=` line of the config file (Bitcoin adds these to the command line's).
+    /// An `ipcbind=` line of the config file or of a file it includes (Bitcoin adds these to
+    /// the command line's).
     ConfigFile {
-        /// The config file.
+        /// The config file, or the included file.
         file: PathBuf,
         /// The line (from 1).
         line: usize,
+    },
+    /// The `ipcbind` entry of the node's settings file (`settings.json`), which Bitcoin merges
+    /// between the command line and the config file.
+    SettingsFile {
+        /// The settings file.
+        file: PathBuf,
     },
     /// Added by mpspy (`add_default_bind`): `-ipcbind=unix`.
     Added,
@@ -153,10 +183,47 @@ pub struct Plan {
     pub network_datadir: PathBuf,
     /// The chain: "main", "test", "testnet4", "signet" or "regtest".
     pub chain: String,
-    /// What could not be read and was left out of the plan (an unreadable or malformed config
-    /// file): the program reports these itself, so they are notes for mpspy's outputs, not
-    /// errors.
+    /// The config file, as the program's `Config file:` log line names it.
+    pub config: ConfigFile,
+    /// The files the config file includes (`includeconf=`), resolved, in the order they were
+    /// read.
+    pub included: Vec<PathBuf>,
+    /// The node's settings file, when it exists and was read.
+    pub settings: Option<PathBuf>,
+    /// What could not be read and was left out of the plan (an unreadable or malformed config,
+    /// included or settings file): the program reports these itself, so they are notes for
+    /// mpspy's outputs, not errors.
     pub notes: Vec<String>,
+}
+
+/// Which config file a program reads (`-conf`, `-noconf`, default `<datadir>/bitcoin.conf`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigFile {
+    /// `-noconf`.
+    Disabled,
+    /// The default config file, which does not exist (that is not an error).
+    NotFound(PathBuf),
+    /// Read.
+    Read(PathBuf),
+    /// Named but not readable or malformed (see [`Plan::notes`]): the program stops at it.
+    Unreadable(PathBuf),
+    /// Not consulted: programs other than Bitcoin Core's are planned from their command line.
+    NotConsulted,
+}
+
+impl ConfigFile {
+    /// What Bitcoin's `Config file: …` log line says, for the outcomes it logs (it stops before
+    /// logging when the file cannot be read).
+    #[must_use]
+    pub fn log_text(&self) -> Option<String> {
+        match self {
+            ConfigFile::Disabled => Some("<disabled>".to_string()),
+            ConfigFile::NotFound(p) => Some(format!("{} (not found, skipping)", p.display())),
+            ConfigFile::Read(p) => Some(p.display().to_string()),
+            ConfigFile::Unreadable(_) | ConfigFile::NotConsulted => None,
+        }
+    }
 }
 
 /// Why a Bitcoin command line could not be planned.
@@ -174,6 +241,44 @@ pub enum BitcoinArgsError {
     /// `-datadir` (command line or config) is not an existing directory.
     #[error("-datadir: directory {} does not exist", .0.display())]
     DatadirMissing(PathBuf),
+    /// `-includeconf` on the command line, which Bitcoin's nodes refuse unless the last one is
+    /// negated (Bitcoin's message).
+    #[error("-includeconf cannot be used from commandline; -includeconf={0}")]
+    IncludeConfOnCommandLine(String),
+    /// An option the program does not accept at all: a `section.name` on the command line, or
+    /// `-includeconf` for `bitcoin-cli` (Bitcoin's message; other unknown options are not
+    /// known here and left for the program to refuse).
+    #[error("Invalid parameter {0}")]
+    InvalidParameter(String),
+    /// `-nodatadir` (Bitcoin's message).
+    #[error("Negating of -datadir is meaningless and therefore forbidden")]
+    NegatedDatadir,
+    /// A positional argument, which `bitcoin-node` and `bitcoind` refuse (Bitcoin's message).
+    #[error("Command line contains unexpected token '{0}', see bitcoind -h for a list of options.")]
+    UnexpectedToken(String),
+    /// The datadir holds a `bitcoin.conf` other than the config file in use, which Bitcoin's
+    /// nodes refuse unless `-allowignoredconf` is set.
+    #[error(
+        "-conf: the data directory {} contains a bitcoin.conf file which is ignored, because {} is being used instead (allowignoredconf=1 makes this a warning)",
+        datadir.display(), used.display()
+    )]
+    IgnoredConfig {
+        /// The datadir in force.
+        datadir: PathBuf,
+        /// The config file in use.
+        used: PathBuf,
+    },
+    /// An `ipcbind` value in the settings file that is not a string or a boolean: Bitcoin stops
+    /// with a type error when it reads the option.
+    #[error("-settings: {}: {name} holds a JSON {kind}, not a string", path.display())]
+    SettingsValue {
+        /// The settings file.
+        path: PathBuf,
+        /// The option.
+        name: &'static str,
+        /// The JSON type found ("number", "null", "object", "array").
+        kind: &'static str,
+    },
     /// An explicitly given config file could not be read.
     #[error("-conf: cannot read {}: {source}", path.display())]
     ConfRead {
@@ -191,6 +296,26 @@ pub enum BitcoinArgsError {
         /// The config file.
         path: PathBuf,
         /// Bitcoin's description, with the line number.
+        message: String,
+    },
+    /// A file named by `includeconf=` could not be read.
+    #[error("includeconf: cannot read {name:?} ({})", path.display())]
+    IncludeRead {
+        /// The name as the config file gives it.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A file named by `includeconf=` is a directory.
+    #[error("includeconf: {} is a directory", .0.display())]
+    IncludeIsDirectory(PathBuf),
+    /// The settings file cannot be read or is not a JSON object with unique keys (Bitcoin
+    /// stops at it).
+    #[error("-settings: {}: {message}", path.display())]
+    SettingsRead {
+        /// The settings file.
+        path: PathBuf,
+        /// What is wrong.
         message: String,
     },
     /// An `-ipcbind`/`-ipcconnect` value that is not `unix` or `unix:<path>`.
@@ -221,13 +346,17 @@ pub enum BitcoinArgsError {
 /// `<network datadir>/node.sock` exists as a socket (otherwise the cli falls back to HTTP), and
 /// none at all when `-rpcconnect` is set.
 ///
-/// A config file that cannot be read or parsed is left out and named in [`Plan::notes`]: what
-/// the command line names is still planned.
+/// A config file (or a file it includes) that cannot be read or parsed is left out and named in
+/// [`Plan::notes`]: what the command line names is still planned. So is a settings file that
+/// cannot be read (the config's binds are still planned).
 ///
 /// # Errors
-/// The problems Bitcoin itself would stop at before listening, where no plan is possible: a
-/// missing `-datadir`, conflicting or unknown chains, unrecognized addresses, and socket paths
-/// that are too long. The program reports these itself when it is run as given.
+/// The problems Bitcoin itself would stop at before listening, where no plan is possible: the
+/// command-line options it refuses (positional arguments for the nodes, `section.name`,
+/// `-nodatadir`, `-includeconf`), a missing datadir (`-datadir` or the config's `datadir=`),
+/// conflicting or unknown chains, a datadir holding a `bitcoin.conf` that is being ignored, a
+/// settings-file `ipcbind` that is not a string, unrecognized addresses, and socket paths that
+/// are too long. The program reports these itself when it is run as given.
 pub fn plan(
     program: &str,
     args: &[String],
@@ -351,10 +480,13 @@ fn listener_stem(program: &str) -> Option<String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Value {
     Str(String),
-    /// From a double negative (`-nofoo=0`).
+    /// From a double negative (`-nofoo=0`), or `true` in the settings file.
     True,
-    /// From a negation (`-nofoo`).
+    /// From a negation (`-nofoo`), or `false` in the settings file.
     False,
+    /// A settings-file value that is neither a string nor a boolean (an array, a number, null,
+    /// an object). Bitcoin keeps it as it is and only looks inside when the option is read.
+    Json(serde_json::Value),
 }
 
 impl Value {
@@ -366,7 +498,7 @@ impl Value {
         match self {
             Value::Str(s) => interpret_bool(s),
             Value::True => true,
-            Value::False => false,
+            Value::False | Value::Json(_) => false,
         }
     }
 
@@ -376,6 +508,17 @@ impl Value {
             Value::Str(s) => s.clone(),
             Value::True => "1".to_string(),
             Value::False => "0".to_string(),
+            Value::Json(j) => j.to_string(),
+        }
+    }
+
+    /// How Bitcoin quotes a value in its messages: strings in quotes, booleans bare.
+    fn quoted(&self) -> String {
+        match self {
+            Value::Str(s) => format!("\"{s}\""),
+            Value::True => "true".to_string(),
+            Value::False => "false".to_string(),
+            Value::Json(j) => j.to_string(),
         }
     }
 }
@@ -446,11 +589,21 @@ struct CmdEntry {
     index: usize,
 }
 
+impl CmdEntry {
+    /// Written as `-noname` (with or without a value): only negations give non-string values.
+    fn negated(&self) -> bool {
+        !matches!(self.value, Value::Str(_))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct CmdLine {
     entries: Vec<CmdEntry>,
     /// Index of the first argument that is not an option (or `args.len()`).
     end: usize,
+    /// Indices of options with a `section.` prefix, which Bitcoin's programs refuse on the
+    /// command line (the `bitcoin` wrapper only warns).
+    dotted: Vec<usize>,
 }
 
 /// `ParseParameters`, minus the registered-option checks.
@@ -458,6 +611,7 @@ fn parse_command_line(args: &[String], os: Os) -> CmdLine {
     let mut cmd = CmdLine {
         entries: Vec::new(),
         end: args.len(),
+        dotted: Vec::new(),
     };
     for (index, arg) in args.iter().enumerate() {
         if os == Os::Mac && arg.starts_with("-psn_") {
@@ -485,8 +639,11 @@ fn parse_command_line(args: &[String], os: Os) -> CmdLine {
         // --foo is -foo.
         let key = key.strip_prefix('-').unwrap_or(key);
         let k = interpret_key(key);
-        // Dotted keys are invalid on the command line (the program rejects them).
-        if !k.section.is_empty() || k.name.is_empty() {
+        if !k.section.is_empty() {
+            cmd.dotted.push(index);
+            continue;
+        }
+        if k.name.is_empty() {
             continue;
         }
         cmd.entries.push(CmdEntry {
@@ -498,20 +655,42 @@ fn parse_command_line(args: &[String], os: Os) -> CmdLine {
     cmd
 }
 
-/// One option from the config file.
+/// Whose rules apply: Bitcoin's programs read different files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reader {
+    /// `bitcoin-node`, `bitcoind`, `bitcoin-gui`, `bitcoin-qt`: the config file and the files it
+    /// includes, the settings file, and the checks the node stops at.
+    Node,
+    /// `bitcoin-cli`: the config file only. It does not register `-includeconf`, so its config's
+    /// `includeconf=` lines are ignored as unknown keys (observed: an included file's settings do
+    /// not count, and a missing one is no error), and it has no settings file.
+    Cli,
+    /// The `bitcoin` wrapper deciding between `bitcoin-node` and `bitcoind`: the config and
+    /// included files, leniently (it warns about a file it cannot read and keeps what it read
+    /// before it; it ignores the checks the node makes afterwards).
+    Wrapper,
+    /// Programs other than Bitcoin Core's: their command line only.
+    CommandLine,
+}
+
+/// One option from a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ConfEntry {
     /// "" for the top level, else the chain section.
     section: String,
     name: String,
     value: Value,
+    /// Index into [`Config::files`].
+    file: usize,
     /// From 1.
     line: usize,
 }
 
 #[derive(Clone, Debug)]
 struct Config {
-    path: PathBuf,
+    /// The config file, then the files it includes, in the order read.
+    files: Vec<PathBuf>,
+    /// In the order Bitcoin stores them: the config file's, then each included file's.
     entries: Vec<ConfEntry>,
 }
 
@@ -561,8 +740,10 @@ fn classify_conf_line<'a>(raw: &'a str, line: usize, prefix: &mut String) -> Con
     }
 }
 
-/// `GetConfigOptions` + `ReadConfigStream` (unknown keys are kept; the program ignores them).
-fn parse_config(text: &str, path: &Path) -> Result<Vec<ConfEntry>, BitcoinArgsError> {
+/// `GetConfigOptions` + `ReadConfigStream` for one file (unknown keys are kept; the program
+/// ignores them). Each file starts at the top level: a section does not carry over into an
+/// included file, or back out of it (observed).
+fn parse_config(text: &str, path: &Path, file: usize) -> Result<Vec<ConfEntry>, BitcoinArgsError> {
     let error = |message: String| BitcoinArgsError::ConfParse {
         path: path.to_path_buf(),
         message,
@@ -577,15 +758,16 @@ fn parse_config(text: &str, path: &Path) -> Result<Vec<ConfEntry>, BitcoinArgsEr
             ConfLine::Opt { name, value } => {
                 let k = interpret_key(&name);
                 if k.name == "conf" {
+                    // Bitcoin's message has no line number.
                     return Err(error(format!(
-                        "line {line}: conf cannot be set in the configuration file; use includeconf= if you want to include additional config files"
+                        "conf cannot be set in the configuration file; use includeconf= if you want to include additional config files (line {line})"
                     )));
                 }
-                // includeconf= is deliberately not followed: included files are not read.
                 entries.push(ConfEntry {
                     section: k.section.to_string(),
                     name: k.name.to_string(),
                     value: interpret_value(k.negated, Some(value)),
+                    file,
                     line,
                 });
             }
@@ -594,19 +776,97 @@ fn parse_config(text: &str, path: &Path) -> Result<Vec<ConfEntry>, BitcoinArgsEr
     Ok(entries)
 }
 
+/// The node's settings file (`settings.json`): one JSON object, option name to value.
+#[derive(Clone, Debug)]
+struct SettingsFile {
+    path: PathBuf,
+    values: Vec<(String, serde_json::Value)>,
+}
+
+/// The members of a JSON object in file order, refusing duplicate keys as Bitcoin does
+/// (serde_json's own map would keep the last one silently).
+struct UniqueMembers(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = UniqueMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueMembers, A::Error> {
+                let mut out: Vec<(String, serde_json::Value)> = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                    if out.iter().any(|(seen, _)| *seen == k) {
+                        return Err(serde::de::Error::custom(format!("found duplicate key {k}")));
+                    }
+                    out.push((k, v));
+                }
+                Ok(UniqueMembers(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// `ReadSettings`: `None` when the file does not exist (the node creates it).
+fn read_settings(path: &Path) -> Result<Option<SettingsFile>, BitcoinArgsError> {
+    let error = |message: String| BitcoinArgsError::SettingsRead {
+        path: path.to_path_buf(),
+        message,
+    };
+    if path.is_dir() {
+        return Err(error("is a directory".to_string()));
+    }
+    let text = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error(e.to_string())),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| error(format!("does not contain valid JSON ({e})")))?;
+    if !json.is_object() {
+        return Err(error(format!("found non-object value {json}")));
+    }
+    let members: UniqueMembers = serde_json::from_slice(&text).map_err(|e| error(e.to_string()))?;
+    Ok(Some(SettingsFile {
+        path: path.to_path_buf(),
+        values: members.0,
+    }))
+}
+
+/// A settings-file value as a setting: the booleans are negation and double negative, as on
+/// the command line; anything else but a string is kept as JSON.
+fn settings_value(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Bool(true) => Value::True,
+        serde_json::Value::Bool(false) => Value::False,
+        serde_json::Value::String(s) => Value::Str(s.clone()),
+        other => Value::Json(other.clone()),
+    }
+}
+
 /// Where a value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Src {
     Cmd(usize),
-    Conf(usize),
+    Settings,
+    Conf { file: usize, line: usize },
 }
 
 /// A source's values for one option, in order, and whether the source is the config file.
 type Span = (bool, Vec<(Value, Src)>);
 
-/// Bitcoin's merged settings: command line, then the chain's section, then the top level.
+/// Bitcoin's merged settings: command line, settings file, then the config's chain section,
+/// then its top level (`MergeSettings`).
+#[derive(Clone, Copy)]
 struct Settings<'a> {
     cmd: &'a [CmdEntry],
+    rw: Option<&'a SettingsFile>,
     conf: Option<&'a Config>,
 }
 
@@ -619,7 +879,7 @@ fn after_last_negation(values: &[(Value, Src)]) -> usize {
 }
 
 impl Settings<'_> {
-    /// The non-empty sources for `name`, highest priority first (`MergeSettings`).
+    /// The non-empty sources for `name`, highest priority first.
     fn spans(&self, name: &str, network: Option<&str>) -> Vec<Span> {
         let mut out = Vec::new();
         let cmd: Vec<_> = self
@@ -630,6 +890,15 @@ impl Settings<'_> {
             .collect();
         if !cmd.is_empty() {
             out.push((false, cmd));
+        }
+        // The settings file's keys are option names as they are: no sections, no "no" prefix
+        // (observed: "noipcbind" and "regtest.ipcbind" there do nothing). A JSON array is one
+        // value, so a `false` inside it is no negation (observed: it binds "0").
+        if let Some((_, v)) = self
+            .rw
+            .and_then(|rw| rw.values.iter().find(|(k, _)| k == name))
+        {
+            out.push((false, vec![(settings_value(v), Src::Settings)]));
         }
         if let Some(conf) = self.conf {
             let mut sections = Vec::new();
@@ -642,7 +911,13 @@ impl Settings<'_> {
                     .entries
                     .iter()
                     .filter(|e| e.section == section && e.name == name)
-                    .map(|e| (e.value.clone(), Src::Conf(e.line)))
+                    .map(|e| {
+                        let src = Src::Conf {
+                            file: e.file,
+                            line: e.line,
+                        };
+                        (e.value.clone(), src)
+                    })
                     .collect();
                 if !span.is_empty() {
                     out.push((true, span));
@@ -671,8 +946,8 @@ impl Settings<'_> {
         let mut done = false;
         let mut prev_negated_empty = false;
         for (is_conf, span) in self.spans(name, network) {
-            // Bitcoin's "zombie" rule: config values apply even after a command-line negation,
-            // unless the command line ended with the negation.
+            // Bitcoin's "zombie" rule: config values apply even after a command-line (or
+            // settings-file) negation, unless nothing but the negation came before them.
             let add_zombie = is_conf && !prev_negated_empty;
             let start = after_last_negation(&span);
             if !done || add_zombie {
@@ -685,9 +960,59 @@ impl Settings<'_> {
         result
     }
 
+    /// `GetArgs`: [`Self::get_list`] as strings. A settings-file array gives its elements
+    /// (booleans as "1"/"0"); other JSON types are the type error Bitcoin stops at, reported
+    /// as the JSON type's name.
+    fn get_strings(
+        &self,
+        name: &str,
+        network: Option<&str>,
+    ) -> Result<Vec<(String, Src)>, &'static str> {
+        fn scalar(j: &serde_json::Value) -> Result<String, &'static str> {
+            match j {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                serde_json::Value::Bool(b) => Ok(if *b { "1" } else { "0" }.to_string()),
+                other => Err(json_kind(other)),
+            }
+        }
+        let mut out = Vec::new();
+        for (value, src) in self.get_list(name, network) {
+            match value {
+                Value::Json(serde_json::Value::Array(items)) => {
+                    for item in &items {
+                        out.push((scalar(item)?, src));
+                    }
+                }
+                Value::Json(other) => return Err(json_kind(&other)),
+                v => out.push((v.to_arg_string(), src)),
+            }
+        }
+        Ok(out)
+    }
+
     /// `IsArgSet`: given anywhere that applies (a negation counts).
     fn is_set(&self, name: &str, network: Option<&str>) -> bool {
         !self.spans(name, network).is_empty()
+    }
+
+    /// `GetPathArg`-style string: `None` when unset or empty, `Some("")` never.
+    fn get_nonempty(&self, name: &str, network: Option<&str>) -> Option<String> {
+        self.get(name, network, false)
+            .filter(|v| !v.is_false())
+            .map(|v| v.to_arg_string())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// The name UniValue gives a JSON type in its type errors.
+fn json_kind(j: &serde_json::Value) -> &'static str {
+    match j {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
     }
 }
 
@@ -721,7 +1046,8 @@ fn default_datadir(os: Os, env: &Env) -> PathBuf {
     }
 }
 
-/// `p` against `cwd`, without `.` components or a trailing separator.
+/// `p` against `cwd`, without `.` components or a trailing separator (as Bitcoin prints the
+/// datadir: observed `-datadir=./d/.` → `<cwd>/d`; `..` stays).
 fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     let joined = if p.is_absolute() {
         p.to_path_buf()
@@ -731,61 +1057,237 @@ fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     joined.components().collect()
 }
 
-/// The datadir (`GetDataDirBase`): `-datadir` made absolute (it must exist) or the default.
+/// `-datadir` as given (`None`: unset, negated or empty, meaning the default), made absolute.
+fn datadir_arg(settings: &Settings<'_>, network: Option<&str>, env: &Env) -> Option<PathBuf> {
+    let value = settings.get_nonempty("datadir", network)?;
+    Some(absolute(&env.cwd, Path::new(&value)))
+}
+
+/// The datadir (`GetDataDirBase`): `-datadir` made absolute, which must exist, or the default.
 fn datadir(
     settings: &Settings<'_>,
     network: Option<&str>,
     os: Os,
     env: &Env,
 ) -> Result<PathBuf, BitcoinArgsError> {
-    let value = match settings.get("datadir", network, false) {
-        None | Some(Value::False) => String::new(),
-        Some(v) => v.to_arg_string(),
-    };
-    if value.is_empty() {
-        return Ok(default_datadir(os, env));
-    }
-    let path = absolute(&env.cwd, Path::new(&value));
-    if path.is_dir() {
-        Ok(path)
-    } else {
-        Err(BitcoinArgsError::DatadirMissing(path))
+    match datadir_arg(settings, network, env) {
+        None => Ok(default_datadir(os, env)),
+        Some(path) if path.is_dir() => Ok(path),
+        Some(path) => Err(BitcoinArgsError::DatadirMissing(path)),
     }
 }
 
-/// `ReadConfigFiles`, without `includeconf`. `base` is the datadir from the command line.
-fn read_config(settings: &Settings<'_>, base: &Path) -> Result<Option<Config>, BitcoinArgsError> {
-    let explicit = settings.is_set("conf", None);
-    let name = match settings.get("conf", None, false) {
-        Some(Value::False) => return Ok(None), // -noconf
+/// `p` against a datadir (`AbsPathForConfigVal`): an absolute path stays.
+fn config_val_path(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `p` against `dir`, which the program creates (as plain directories) before it looks there:
+/// a `..` that steps out of a directory not there yet is taken lexically, as it will be once the
+/// directory exists (observed: `-settings=../x.json` on a fresh datadir is `<datadir>/x.json`).
+fn in_new_dir(dir: &Path, p: &str) -> PathBuf {
+    use std::path::Component;
+    let p = Path::new(p);
+    if p.is_absolute() || dir.is_dir() {
+        return config_val_path(dir, &p.to_string_lossy());
+    }
+    let mut out = dir.to_path_buf();
+    // How many of `out`'s last components do not exist yet.
+    let mut fresh = dir.ancestors().take_while(|a| !a.is_dir()).count();
+    for c in p.components() {
+        match c {
+            Component::ParentDir if fresh > 0 => {
+                out.pop();
+                fresh -= 1;
+            }
+            Component::CurDir => {}
+            other => {
+                out.push(other);
+                if fresh > 0 {
+                    fresh += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What reading the config files gave.
+struct ConfRead {
+    config: Option<Config>,
+    file: ConfigFile,
+    /// A file that could not be read or parsed. The node and the cli stop at it (the plan
+    /// leaves the whole config out); the wrapper keeps what it read before it.
+    problem: Option<BitcoinArgsError>,
+}
+
+/// `ReadConfigFiles`. `base` is the datadir from the command line, against which both the
+/// config file and included files are found (observed: not the datadir the config sets, nor
+/// the config file's directory). `Err` for what stops the program outright.
+fn read_config(reader: Reader, cmd: &CmdLine, base: &Path) -> Result<ConfRead, BitcoinArgsError> {
+    let cmd_settings = Settings {
+        cmd: &cmd.entries,
+        rw: None,
+        conf: None,
+    };
+    let explicit = cmd_settings.is_set("conf", None);
+    let name = match cmd_settings.get("conf", None, false) {
+        Some(Value::False) => {
+            return Ok(ConfRead {
+                config: None,
+                file: ConfigFile::Disabled,
+                problem: None,
+            });
+        }
+        // -conf=0 is a file named "0" and -noconf=0 one named "1" (observed); -conf= is the
+        // default name, which must then exist.
         Some(v) if !v.to_arg_string().is_empty() => v.to_arg_string(),
         _ => "bitcoin.conf".to_string(),
     };
-    let path = Path::new(&name);
-    let path = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
+    let path = config_val_path(base, &name);
+    let unreadable = |problem: BitcoinArgsError| ConfRead {
+        config: None,
+        file: ConfigFile::Unreadable(path.clone()),
+        problem: Some(problem),
     };
     if path.is_dir() {
-        return Err(BitcoinArgsError::ConfIsDirectory(path));
+        return Ok(unreadable(BitcoinArgsError::ConfIsDirectory(path.clone())));
     }
     let bytes = match fs::read(&path) {
         Ok(b) => b,
-        Err(source) if explicit => return Err(BitcoinArgsError::ConfRead { path, source }),
-        Err(_) => return Ok(None),
+        Err(source) if explicit => {
+            let problem = BitcoinArgsError::ConfRead {
+                path: path.clone(),
+                source,
+            };
+            return Ok(unreadable(problem));
+        }
+        // A default config that is missing (or unreadable) is skipped.
+        Err(_) => {
+            return Ok(ConfRead {
+                config: None,
+                file: ConfigFile::NotFound(path),
+                problem: None,
+            });
+        }
     };
-    let entries = parse_config(&String::from_utf8_lossy(&bytes), &path)?;
-    Ok(Some(Config { path, entries }))
+    let entries = match parse_config(&String::from_utf8_lossy(&bytes), &path, 0) {
+        Ok(e) => e,
+        Err(problem) => return Ok(unreadable(problem)),
+    };
+    let mut config = Config {
+        files: vec![path.clone()],
+        entries,
+    };
+    let file = ConfigFile::Read(path);
+    if matches!(reader, Reader::Cli | Reader::CommandLine) {
+        return Ok(ConfRead {
+            config: Some(config),
+            file,
+            problem: None,
+        });
+    }
+    // A (last-negated) -includeconf on the command line turns includes off. The nodes refuse
+    // any other -includeconf there before reading anything; the wrapper only warns about it
+    // and then trips over it once there is a config file (observed: an assertion failure).
+    if let Some(last) = cmd.entries.iter().rev().find(|e| e.name == "includeconf") {
+        if !last.value.is_false() {
+            return Err(BitcoinArgsError::IncludeConfOnCommandLine(
+                last.value.quoted(),
+            ));
+        }
+        return Ok(ConfRead {
+            config: Some(config),
+            file,
+            problem: None,
+        });
+    }
+    // The chain is not settled yet: the chain's section named by the command line and the
+    // config file itself is followed (unchecked, so -chain=bogus follows [bogus]).
+    let chain = chain_name(&Settings {
+        cmd: &cmd.entries,
+        rw: None,
+        conf: Some(&config),
+    })?;
+    let includes = |section: &str| -> Vec<String> {
+        let values: Vec<_> = config
+            .entries
+            .iter()
+            .filter(|e| e.section == section && e.name == "includeconf")
+            .map(|e| {
+                (
+                    e.value.clone(),
+                    Src::Conf {
+                        file: 0,
+                        line: e.line,
+                    },
+                )
+            })
+            .collect();
+        values[after_last_negation(&values)..]
+            .iter()
+            .map(|(v, _)| v.to_arg_string())
+            .collect()
+    };
+    // The chain's section first, then the top level (observed), each in file order. Only the
+    // config file's own includeconf lines count: included files cannot include (Bitcoin warns
+    // and ignores them).
+    let mut names = includes(&chain);
+    names.extend(includes(""));
+    for name in names {
+        let index = config.files.len();
+        let path = config_val_path(base, &name);
+        let problem = if name.is_empty() {
+            // An empty name names nothing (observed: "Failed to include configuration file ").
+            Some(BitcoinArgsError::IncludeRead {
+                name,
+                path: base.to_path_buf(),
+            })
+        } else if path.is_dir() {
+            Some(BitcoinArgsError::IncludeIsDirectory(path))
+        } else {
+            match fs::read(&path) {
+                Err(_) => Some(BitcoinArgsError::IncludeRead { name, path }),
+                Ok(bytes) => match parse_config(&String::from_utf8_lossy(&bytes), &path, index) {
+                    Err(problem) => Some(problem),
+                    Ok(entries) => {
+                        config.entries.extend(entries);
+                        config.files.push(path);
+                        None
+                    }
+                },
+            }
+        };
+        if problem.is_some() {
+            return Ok(ConfRead {
+                config: Some(config),
+                file,
+                problem,
+            });
+        }
+    }
+    Ok(ConfRead {
+        config: Some(config),
+        file,
+        problem: None,
+    })
 }
 
-/// `GetChainArg`.
-fn chain(settings: &Settings<'_>) -> Result<String, BitcoinArgsError> {
+/// `GetChainTypeString`: the chain name the options give, unchecked; only a conflict is an
+/// error.
+fn chain_name(settings: &Settings<'_>) -> Result<String, BitcoinArgsError> {
     let flag = |name: &str| settings.get(name, None, true).is_some_and(|v| v.as_bool());
     let regtest = flag("regtest");
     let signet = flag("signet");
     let testnet = flag("testnet");
     let testnet4 = flag("testnet4");
+    // -nochain is "0" here (observed: -nochain -regtest conflicts; -nochain alone is the
+    // unknown chain "0").
     let chain_arg = settings
         .get("chain", None, false)
         .map(|v| v.to_arg_string());
@@ -797,14 +1299,23 @@ fn chain(settings: &Settings<'_>) -> Result<String, BitcoinArgsError> {
         return Err(BitcoinArgsError::ChainConflict);
     }
     Ok(match chain_arg {
-        Some(c) if CHAINS.contains(&c.as_str()) => c,
-        Some(c) => return Err(BitcoinArgsError::UnknownChain(c)),
+        Some(c) => c,
         None if regtest => "regtest".to_string(),
         None if signet => "signet".to_string(),
         None if testnet => "test".to_string(),
         None if testnet4 => "testnet4".to_string(),
         None => "main".to_string(),
     })
+}
+
+/// `GetChainType`: [`chain_name`], which must name a known chain.
+fn chain(settings: &Settings<'_>) -> Result<String, BitcoinArgsError> {
+    let c = chain_name(settings)?;
+    if CHAINS.contains(&c.as_str()) {
+        Ok(c)
+    } else {
+        Err(BitcoinArgsError::UnknownChain(c))
+    }
 }
 
 /// The chain's subdirectory of the datadir.
@@ -816,13 +1327,15 @@ fn chain_subdir(chain: &str) -> &str {
     }
 }
 
-/// Everything parsed: command line, config, chain and datadirs.
+/// Everything parsed: command line, config, settings, chain and datadirs.
 struct Resolved {
     cmd: CmdLine,
     conf: Option<Config>,
+    rw: Option<SettingsFile>,
+    config_file: ConfigFile,
     chain: String,
     network_datadir: PathBuf,
-    /// Why the config file was left out, when it was.
+    /// What was left out, and why.
     notes: Vec<String>,
 }
 
@@ -830,54 +1343,182 @@ impl Resolved {
     fn settings(&self) -> Settings<'_> {
         Settings {
             cmd: &self.cmd.entries,
+            rw: self.rw.as_ref(),
             conf: self.conf.as_ref(),
         }
     }
 }
 
-/// Bitcoin's startup order: command-line datadir, config file, chain, final datadir.
+/// The command-line errors Bitcoin's `ParseParameters` stops at that are known here, in the
+/// order it meets them.
+fn check_command_line(
+    reader: Reader,
+    args: &[String],
+    cmd: &CmdLine,
+) -> Result<(), BitcoinArgsError> {
+    if !matches!(reader, Reader::Node | Reader::Cli) {
+        return Ok(());
+    }
+    for (index, arg) in args.iter().enumerate().take(cmd.end) {
+        if cmd.dotted.contains(&index) {
+            return Err(BitcoinArgsError::InvalidParameter(arg.clone()));
+        }
+        let Some(e) = cmd.entries.iter().find(|e| e.index == index) else {
+            continue;
+        };
+        if e.name == "datadir" && e.negated() {
+            return Err(BitcoinArgsError::NegatedDatadir);
+        }
+        if e.name == "includeconf" && reader == Reader::Cli {
+            return Err(BitcoinArgsError::InvalidParameter(arg.clone()));
+        }
+    }
+    // Checked after all arguments are parsed: only a final negation is allowed.
+    if reader == Reader::Node
+        && let Some(last) = cmd.entries.iter().rev().find(|e| e.name == "includeconf")
+        && !last.value.is_false()
+    {
+        return Err(BitcoinArgsError::IncludeConfOnCommandLine(
+            last.value.quoted(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are the same file (`fs::equivalent`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (fs::canonicalize(a), fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+/// Bitcoin's startup order: command-line checks, command-line datadir, config files, chain,
+/// final datadir, the ignored-config check and the settings file (nodes only).
 ///
-/// `with_config`: read the config file as Bitcoin does. A config that cannot be read or parsed
-/// is left out with a note (the program will say what is wrong with it itself).
+/// A file that cannot be read or parsed is left out with a note (the program will say what is
+/// wrong with it itself).
 fn resolve(
     os: Os,
     args: &[String],
     env: &Env,
-    with_config: bool,
+    reader: Reader,
 ) -> Result<Resolved, BitcoinArgsError> {
     let cmd = parse_command_line(args, os);
-    let base_settings = Settings {
+    check_command_line(reader, args, &cmd)?;
+    let cmd_settings = Settings {
         cmd: &cmd.entries,
+        rw: None,
         conf: None,
     };
-    let base = datadir(&base_settings, None, os, env)?;
+    let base = datadir(&cmd_settings, None, os, env)?;
     let mut notes = Vec::new();
-    let conf = if with_config {
-        read_config(&base_settings, &base).unwrap_or_else(|e| {
-            notes.push(format!(
-                "{e}; planned from the command line alone (the program will report this itself)"
-            ));
-            None
-        })
+    let read = if reader == Reader::CommandLine {
+        ConfRead {
+            config: None,
+            file: ConfigFile::NotConsulted,
+            problem: None,
+        }
     } else {
-        None
+        read_config(reader, &cmd, &base)?
     };
+    let ConfRead {
+        mut config,
+        file: config_file,
+        problem,
+    } = read;
+    if let Some(e) = problem {
+        notes.push(format!(
+            "{e}; planned from the command line alone (the program will report this itself)"
+        ));
+        // The node and the cli stop at it; the wrapper goes on with what it read.
+        if reader != Reader::Wrapper {
+            config = None;
+        }
+    }
     let settings = Settings {
         cmd: &cmd.entries,
-        conf: conf.as_ref(),
+        rw: None,
+        conf: config.as_ref(),
     };
+    if reader == Reader::Wrapper {
+        // The wrapper only needs the chain's name to pick the config sections.
+        let chain = chain_name(&settings)?;
+        return Ok(Resolved {
+            cmd,
+            conf: config,
+            rw: None,
+            config_file,
+            network_datadir: base,
+            chain,
+            notes,
+        });
+    }
+    // Before the chain is known, a datadir= at the config's top level must exist (observed:
+    // even when the chain's section sets another one that does).
+    if config.is_some()
+        && let Some(path) = datadir_arg(&settings, None, env)
+        && !path.is_dir()
+    {
+        return Err(BitcoinArgsError::DatadirMissing(path));
+    }
     let chain = chain(&settings)?;
-    // The config file may move the datadir (datadir=, top level or the chain's section).
+    // The config file may move the datadir (datadir=, top level or the chain's section). One
+    // only in the chain's section that does not exist makes the node abort (observed: an
+    // assertion failure).
     let datadir = datadir(&settings, Some(&chain), os, env)?;
     let subdir = chain_subdir(&chain);
     let network_datadir = if subdir.is_empty() {
-        datadir
+        datadir.clone()
     } else {
         datadir.join(subdir)
     };
+    let mut rw = None;
+    if reader == Reader::Node {
+        // A bitcoin.conf in the final datadir that is not the config in use is an error
+        // (observed, with -conf elsewhere or a datadir= in the config), unless allowed.
+        if let ConfigFile::Read(used) = &config_file {
+            let there = datadir.join("bitcoin.conf");
+            let allowed = settings
+                .get("allowignoredconf", Some(&chain), false)
+                .is_some_and(|v| v.as_bool());
+            if there.exists() && !same_file(used, &there) && !allowed {
+                return Err(BitcoinArgsError::IgnoredConfig {
+                    datadir,
+                    used: used.clone(),
+                });
+            }
+        }
+        // settings.json in the network datadir, or -settings (relative to it); -nosettings
+        // turns it off, -settings= is the default and -settings=0 a file named "0".
+        if settings.get("settings", Some(&chain), false) != Some(Value::False) {
+            let name = settings
+                .get_nonempty("settings", Some(&chain))
+                .unwrap_or_else(|| "settings.json".to_string());
+            match read_settings(&in_new_dir(&network_datadir, &name)) {
+                Ok(found) => rw = found,
+                Err(e) => notes.push(format!(
+                    "{e}; planned without the settings file (the program will report this itself)"
+                )),
+            }
+        }
+    }
     Ok(Resolved {
         cmd,
-        conf,
+        conf: config,
+        rw,
+        config_file,
         chain,
         network_datadir,
         notes,
@@ -925,8 +1566,22 @@ fn plan_for(
     add_default_bind: bool,
 ) -> Result<Plan, BitcoinArgsError> {
     let role = role(program);
-    // Only Bitcoin Core's own programs read Bitcoin's config file by Bitcoin's rules.
-    let r = resolve(os, args, env, role != Role::Other)?;
+    // Only Bitcoin Core's own programs read Bitcoin's files by Bitcoin's rules.
+    let reader = match role {
+        Role::Node => Reader::Node,
+        Role::Cli => Reader::Cli,
+        Role::Other => Reader::CommandLine,
+    };
+    let r = resolve(os, args, env, reader)?;
+    // bitcoin-node and bitcoind take no positional arguments; they check after reading the
+    // config (so a config problem is reported first). The GUIs take a payment URI there.
+    if matches!(exe_name(program).as_str(), "bitcoin-node" | "bitcoind")
+        && let Some(token) = args
+            .iter()
+            .find(|a| !(a.starts_with('-') || (os == Os::Windows && a.starts_with('/'))))
+    {
+        return Err(BitcoinArgsError::UnexpectedToken(token.clone()));
+    }
     let settings = r.settings();
     let network = Some(r.chain.as_str());
     let netdir = &r.network_datadir;
@@ -936,8 +1591,14 @@ fn plan_for(
         Role::Node | Role::Other => {
             if let Some(stem) = listener_stem(program) {
                 let stem = stem.as_str();
-                for (value, src) in settings.get_list("ipcbind", network) {
-                    let address = value.to_arg_string();
+                let values = settings.get_strings("ipcbind", network).map_err(|kind| {
+                    BitcoinArgsError::SettingsValue {
+                        path: r.rw.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
+                        name: "ipcbind",
+                        kind,
+                    }
+                })?;
+                for (address, src) in values {
                     let path = unix_address_path(&address, netdir, stem).ok_or(
                         BitcoinArgsError::UnrecognizedAddress {
                             option: "-ipcbind",
@@ -946,10 +1607,20 @@ fn plan_for(
                     )?;
                     let (arg_index, origin) = match src {
                         Src::Cmd(i) => (Some(i), BindOrigin::CommandLine),
-                        Src::Conf(line) => (
+                        Src::Settings => (
+                            None,
+                            BindOrigin::SettingsFile {
+                                file: r.rw.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
+                            },
+                        ),
+                        Src::Conf { file, line } => (
                             None,
                             BindOrigin::ConfigFile {
-                                file: r.conf.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+                                file: r
+                                    .conf
+                                    .as_ref()
+                                    .and_then(|c| c.files.get(file).cloned())
+                                    .unwrap_or_default(),
                                 line,
                             },
                         ),
@@ -988,6 +1659,13 @@ fn plan_for(
         connect,
         network_datadir: r.network_datadir.clone(),
         chain: r.chain.clone(),
+        config: r.config_file.clone(),
+        included: r
+            .conf
+            .as_ref()
+            .map(|c| c.files[1..].to_vec())
+            .unwrap_or_default(),
+        settings: r.rw.as_ref().map(|s| s.path.clone()),
         notes: r.notes.clone(),
     })
 }
@@ -1047,12 +1725,16 @@ fn wrapper_target_impl(
             a => command = Some(a),
         }
     }
-    let use_multiprocess =
-        || multiprocess.unwrap_or_else(|| wrapper_wants_multiprocess(&rest, env));
+    // Only `node` and `gui` look at the target's options (observed: `bitcoin rpc` with a
+    // missing -datadir or conflicting chains just runs bitcoin-cli).
+    let use_multiprocess = || match multiprocess {
+        Some(m) => Some(m),
+        None => wrapper_wants_multiprocess(&rest, env),
+    };
     let (exe, prefix): (&str, Option<&str>) = match command? {
-        "node" if use_multiprocess() => ("bitcoin-node", None),
+        "node" if use_multiprocess()? => ("bitcoin-node", None),
         "node" => ("bitcoind", None),
-        "gui" if use_multiprocess() => ("bitcoin-gui", None),
+        "gui" if use_multiprocess()? => ("bitcoin-gui", None),
         "gui" => ("bitcoin-qt", None),
         "rpc" => ("bitcoin-cli", Some("-named")),
         "wallet" => ("bitcoin-wallet", None),
@@ -1066,15 +1748,20 @@ fn wrapper_target_impl(
     Some((program, target_args))
 }
 
-/// The wrapper's `UseMultiprocess` without `-m`/`-M`: any `ipc*` option set.
-fn wrapper_wants_multiprocess(args: &[String], env: Option<&Env>) -> bool {
+/// The wrapper's `UseMultiprocess` without `-m`/`-M`: any `ipc*` option set, in the target's
+/// arguments or (with `env`) its config and included files. `None` when the wrapper itself
+/// stops: conflicting chains (its own error), a missing `-datadir` or an `-includeconf` on the
+/// command line with a config file present (observed: assertion failures). A config it cannot
+/// read it warns about and goes on with what it has.
+fn wrapper_wants_multiprocess(args: &[String], env: Option<&Env>) -> Option<bool> {
     const IPC: [&str; 3] = ["ipcbind", "ipcconnect", "ipcfd"];
-    if let Some(r) = env.and_then(|env| resolve(Os::CURRENT, args, env, true).ok()) {
-        let settings = r.settings();
-        return IPC.iter().any(|n| settings.is_set(n, Some(&r.chain)));
-    }
-    let cmd = parse_command_line(args, Os::CURRENT);
-    IPC.iter().any(|n| cmd.entries.iter().any(|e| e.name == *n))
+    let Some(env) = env else {
+        let cmd = parse_command_line(args, Os::CURRENT);
+        return Some(IPC.iter().any(|n| cmd.entries.iter().any(|e| e.name == *n)));
+    };
+    let r = resolve(Os::CURRENT, args, env, Reader::Wrapper).ok()?;
+    let settings = r.settings();
+    Some(IPC.iter().any(|n| settings.is_set(n, Some(&r.chain))))
 }
 
 fn is_file(path: &Path) -> bool {
@@ -1897,17 +2584,17 @@ mod tests {
         );
         assert_eq!(rewrite(&a, &p, None), a);
 
-        // The added default bind goes after the options (before any positional argument), as
-        // the user would have typed it.
-        let a = args(&["-regtest", "-printtoconsole", "stray"]);
-        let p = plan_for(Os::Unix, "bitcoin-node", &a, &env, true).unwrap();
+        // The added default bind goes after the options (before any positional argument, which
+        // bitcoin-gui takes as a payment URI), as the user would have typed it.
+        let a = args(&["-regtest", "-printtoconsole", "bitcoin:x"]);
+        let p = plan_for(Os::Unix, "bitcoin-gui", &a, &env, true).unwrap();
         assert_eq!(p.binds[0].origin, BindOrigin::Added);
         let out = rewrite(&a, &p, None);
         assert_eq!(
             out,
-            args(&["-regtest", "-printtoconsole", "-ipcbind=unix", "stray"])
+            args(&["-regtest", "-printtoconsole", "-ipcbind=unix", "bitcoin:x"])
         );
-        let again = plan_for(Os::Unix, "bitcoin-node", &out, &env, true).unwrap();
+        let again = plan_for(Os::Unix, "bitcoin-gui", &out, &env, true).unwrap();
         assert_eq!(bind_paths(&again), bind_paths(&p));
         assert_eq!(again.binds[0].origin, BindOrigin::CommandLine);
 
@@ -2168,6 +2855,569 @@ mod tests {
         // Without the environment only the arguments count.
         let target = wrapper_target(&args(&["node", "-regtest"]), &wrapper, None);
         assert_eq!(target.unwrap().0, exe(&root, "bin/bitcoind"));
+    }
+
+    /// `-datadir=<dd>` for a fresh `<tmp>/dd`, and the directory.
+    fn datadir_arg_for(t: &TempDir) -> (String, PathBuf) {
+        let dd = t.path().join("dd");
+        fs::create_dir_all(&dd).unwrap();
+        (format!("-datadir={}", dd.display()), dd)
+    }
+
+    /// The plan's notes, each checked to end as a note does.
+    fn notes(p: &Plan) -> Vec<String> {
+        for n in &p.notes {
+            assert!(n.ends_with("(the program will report this itself)"), "{n}");
+        }
+        p.notes.clone()
+    }
+
+    #[test]
+    fn includeconf_is_followed_like_bitcoin() {
+        let t = TempDir::new("inc");
+        let env = t.env();
+        let (dd_arg, dd) = datadir_arg_for(&t);
+        let r = dd.join("regtest");
+        // The chain section's includes first, then the top level's; each file's values come
+        // after the config's own, section by section; included files cannot include.
+        t.write(
+            "dd/bitcoin.conf",
+            "ipcbind=unix:top.sock\nincludeconf=top.conf\n[regtest]\nincludeconf=rt.conf\nipcbind=unix:rtmain.sock\n",
+        );
+        t.write(
+            "dd/top.conf",
+            "ipcbind=unix:top-inc.sock\nincludeconf=nested.conf\n[regtest]\nipcbind=unix:top-inc-rt.sock\n",
+        );
+        t.write(
+            "dd/rt.conf",
+            "ipcbind=unix:rt-inc.sock\n[regtest]\nipcbind=unix:rt-inc-rt.sock\n",
+        );
+        t.write("dd/nested.conf", "ipcbind=unix:nested.sock\n");
+        let p = node(&["-regtest", &dd_arg], &env);
+        assert_eq!(
+            bind_paths(&p),
+            [
+                "rtmain.sock",
+                "rt-inc-rt.sock",
+                "top-inc-rt.sock",
+                "top.sock",
+                "rt-inc.sock",
+                "top-inc.sock"
+            ]
+            .map(|n| r.join(n))
+        );
+        assert_eq!(p.included, vec![dd.join("rt.conf"), dd.join("top.conf")]);
+        assert_eq!(p.config, ConfigFile::Read(dd.join("bitcoin.conf")));
+        assert_eq!(
+            p.binds[1].origin,
+            BindOrigin::ConfigFile {
+                file: dd.join("rt.conf"),
+                line: 3
+            }
+        );
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+
+        // -noincludeconf (last) turns includes off, and is the only -includeconf allowed.
+        let p = node(
+            &["-regtest", &dd_arg, "-includeconf=x", "-noincludeconf"],
+            &env,
+        );
+        assert_eq!(bind_paths(&p), [r.join("rtmain.sock"), r.join("top.sock")]);
+        assert!(p.included.is_empty());
+
+        // Another chain's section is not followed; regtest.includeconf= is the chain's; a
+        // negation in the config drops the includes before it.
+        t.write(
+            "dd/bitcoin.conf",
+            "[main]\nincludeconf=top.conf\n[regtest]\nincludeconf=rt.conf\nnoincludeconf=1\n",
+        );
+        assert!(node(&["-regtest", &dd_arg], &env).included.is_empty());
+        t.write("dd/bitcoin.conf", "regtest.includeconf=rt.conf\n");
+        assert_eq!(
+            node(&["-regtest", &dd_arg], &env).included,
+            vec![dd.join("rt.conf")]
+        );
+
+        // An included file may pick the chain; the chain's section named only then is not
+        // followed (Bitcoin warns).
+        t.write(
+            "dd/bitcoin.conf",
+            "includeconf=pick.conf\n[regtest]\nincludeconf=rt.conf\n",
+        );
+        t.write("dd/pick.conf", "regtest=1\nipcbind=unix:pick.sock\n");
+        let p = node(&[&dd_arg], &env);
+        assert_eq!(p.chain, "regtest");
+        assert_eq!(bind_paths(&p), [r.join("pick.sock")]);
+
+        // Relative to the command line's datadir: not the config's datadir=, not -conf's
+        // directory. An absolute one as it is.
+        let e = t.path().join("e");
+        fs::create_dir_all(&e).unwrap();
+        t.write("e/inc.conf", "ipcbind=unix:wrong.sock\n");
+        t.write("dd/inc.conf", "ipcbind=unix:right.sock\n");
+        // (-conf elsewhere while the datadir has a bitcoin.conf would stop the node.)
+        fs::remove_file(dd.join("bitcoin.conf")).unwrap();
+        t.write("conf/x.conf", "includeconf=inc.conf\n");
+        t.write("conf/inc.conf", "ipcbind=unix:wrong.sock\n");
+        let conf_arg = format!("-conf={}", t.path().join("conf/x.conf").display());
+        let p = node(&["-regtest", &dd_arg, &conf_arg], &env);
+        assert_eq!(bind_paths(&p), [r.join("right.sock")]);
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            &format!("datadir={}\nincludeconf=inc.conf\n", e.display()),
+        );
+        t.write("home/.bitcoin/inc.conf", "ipcbind=unix:home.sock\n");
+        let p = node(&["-regtest"], &env);
+        assert_eq!(bind_paths(&p), [e.join("regtest/home.sock")]);
+        let abs_inc = t.write("abs.conf", "ipcbind=unix:abs.sock\n");
+        t.write(
+            "dd/bitcoin.conf",
+            &format!("includeconf={}\n", abs_inc.display()),
+        );
+        assert_eq!(node(&["-regtest", &dd_arg], &env).included, vec![abs_inc]);
+    }
+
+    #[test]
+    fn includeconf_problems_are_notes_and_the_cli_ignores_includes() {
+        let t = TempDir::new("incbad");
+        let env = t.env();
+        let (dd_arg, dd) = datadir_arg_for(&t);
+        let a = ["-regtest", dd_arg.as_str(), "-ipcbind=unix:cmd.sock"];
+        for (conf, include, want) in [
+            (
+                "includeconf=gone.conf\nipcbind=unix:c\n",
+                None,
+                "includeconf: cannot read \"gone.conf\"",
+            ),
+            ("includeconf=\n", None, "includeconf: cannot read \"\""),
+            ("includeconf=sub\n", None, "is a directory"),
+            (
+                "includeconf=i.conf\n",
+                Some("bogus line\n"),
+                "parse error on line 1: bogus line",
+            ),
+            (
+                "includeconf=i.conf\n",
+                Some("conf=x\n"),
+                "conf cannot be set in the configuration file",
+            ),
+        ] {
+            fs::create_dir_all(dd.join("sub")).unwrap();
+            t.write("dd/bitcoin.conf", conf);
+            if let Some(text) = include {
+                t.write("dd/i.conf", text);
+            }
+            let p = node(&a, &env);
+            let n = notes(&p);
+            assert!(n.len() == 1 && n[0].contains(want), "{conf:?}: {n:?}");
+            // The node stops: planned from the command line alone.
+            assert_eq!(bind_paths(&p), [dd.join("regtest/cmd.sock")], "{conf:?}");
+        }
+        // bitcoin-cli does not register -includeconf: its config's includeconf= is an unknown
+        // key, so a missing include is no problem and an included file's values do not count.
+        t.write("dd/bitcoin.conf", "includeconf=gone.conf\n");
+        let p = cli(&["-regtest", &dd_arg, "-ipcconnect=unix", "x"], &env);
+        assert!(p.notes.is_empty() && p.included.is_empty(), "{p:?}");
+        t.write("dd/bitcoin.conf", "includeconf=i.conf\n");
+        t.write("dd/i.conf", "[regtest]\nipcconnect=unix:inc.sock\n");
+        assert_eq!(
+            cli(&["-regtest", &dd_arg, "-ipcconnect=unix", "x"], &env).connect,
+            Some(dd.join("regtest/node.sock"))
+        );
+    }
+
+    #[test]
+    fn command_line_errors_the_programs_stop_at() {
+        let t = TempDir::new("cmderr");
+        let env = t.env();
+        for (program, a, want) in [
+            (
+                "bitcoin-node",
+                &["-includeconf=x.conf"][..],
+                "-includeconf cannot be used from commandline; -includeconf=\"x.conf\"",
+            ),
+            (
+                "bitcoin-node",
+                &["-noincludeconf=0"][..],
+                "-includeconf=true",
+            ),
+            (
+                "bitcoin-node",
+                &["-noincludeconf", "-includeconf=y"][..],
+                "-includeconf=\"y\"",
+            ),
+            (
+                "bitcoin-node",
+                &["-regtest.ipcbind=unix"][..],
+                "Invalid parameter -regtest.ipcbind=unix",
+            ),
+            (
+                "bitcoin-node",
+                &["-nodatadir"][..],
+                "Negating of -datadir is meaningless",
+            ),
+            (
+                "bitcoin-node",
+                &["-nodatadir=0"][..],
+                "Negating of -datadir is meaningless",
+            ),
+            (
+                "bitcoind",
+                &["-regtest", "pos"][..],
+                "unexpected token 'pos'",
+            ),
+            (
+                "bitcoin-node",
+                &["-regtest", "-", "x"][..],
+                "unexpected token 'x'",
+            ),
+            (
+                "bitcoin-cli",
+                &["-includeconf=x", "getblockcount"][..],
+                "Invalid parameter -includeconf=x",
+            ),
+            (
+                "bitcoin-cli",
+                &["-noincludeconf"][..],
+                "Invalid parameter -noincludeconf",
+            ),
+            (
+                "bitcoin-cli",
+                &["-main.ipcconnect=unix"][..],
+                "Invalid parameter -main.ipcconnect=unix",
+            ),
+        ] {
+            let e = err(program, a, &env);
+            assert!(e.to_string().contains(want), "{program} {a:?}: {e}");
+        }
+        // Allowed: a final -noincludeconf; the GUI's payment URI; the cli's command.
+        node(&["-includeconf=x", "-noincludeconf"], &env);
+        plan_for(Os::Unix, "bitcoin-gui", &args(&["bitcoin:x"]), &env, false).unwrap();
+        cli(&["-regtest", "getblockcount", "-x"], &env);
+    }
+
+    #[test]
+    fn a_datadir_with_another_bitcoin_conf_stops_the_node() {
+        let t = TempDir::new("ignored");
+        let env = t.env();
+        let (dd_arg, dd) = datadir_arg_for(&t);
+        t.write("dd/bitcoin.conf", "ipcbind=unix:d.sock\n");
+        let x = t.write("x.conf", "ipcbind=unix:x.sock\n");
+        let conf_arg = format!("-conf={}", x.display());
+        let e = err("bitcoin-node", &["-regtest", &dd_arg, &conf_arg], &env);
+        assert!(
+            matches!(&e, BitcoinArgsError::IgnoredConfig { datadir, used } if *datadir == dd && *used == x),
+            "{e:?}"
+        );
+        // Allowed by -allowignoredconf, on the command line or in the config.
+        let p = node(&["-regtest", &dd_arg, &conf_arg, "-allowignoredconf"], &env);
+        assert_eq!(bind_paths(&p), [dd.join("regtest/x.sock")]);
+        t.write("x.conf", "allowignoredconf=1\nipcbind=unix:x.sock\n");
+        node(&["-regtest", &dd_arg, &conf_arg], &env);
+        assert!(matches!(
+            err(
+                "bitcoin-node",
+                &["-regtest", &dd_arg, &conf_arg, "-allowignoredconf=0"],
+                &env
+            ),
+            BitcoinArgsError::IgnoredConfig { .. }
+        ));
+        // The datadir's own file by another name is no conflict; bitcoin-cli does not check.
+        node(&["-regtest", &dd_arg, "-conf=bitcoin.conf"], &env);
+        cli(&["-regtest", &dd_arg, &conf_arg, "x"], &env);
+        // A datadir= in the config that holds its own bitcoin.conf.
+        let e_dir = t.path().join("e");
+        t.write("e/bitcoin.conf", "\n");
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            &format!("datadir={}\n", e_dir.display()),
+        );
+        assert!(matches!(
+            err("bitcoin-node", &["-regtest"], &env),
+            BitcoinArgsError::IgnoredConfig { .. }
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_same_config_file_through_a_symlink_is_no_conflict() {
+        let t = TempDir::new("samefile");
+        let env = t.env();
+        let (dd_arg, dd) = datadir_arg_for(&t);
+        t.write("dd/bitcoin.conf", "ipcbind=unix:d.sock\n");
+        let link = t.path().join("link.conf");
+        std::os::unix::fs::symlink(dd.join("bitcoin.conf"), &link).unwrap();
+        let p = node(
+            &["-regtest", &dd_arg, &format!("-conf={}", link.display())],
+            &env,
+        );
+        assert_eq!(bind_paths(&p), [dd.join("regtest/d.sock")]);
+    }
+
+    #[test]
+    fn config_datadirs_are_checked_as_bitcoin_does() {
+        let t = TempDir::new("confdd");
+        let env = t.env();
+        let e = t.path().join("e");
+        fs::create_dir_all(&e).unwrap();
+        let missing = t.path().join("nope");
+        // A missing top-level datadir= counts even when the chain's section names one that
+        // exists (Bitcoin checks it before the chain is known).
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            &format!(
+                "datadir={}\n[regtest]\ndatadir={}\n",
+                missing.display(),
+                e.display()
+            ),
+        );
+        let got = err("bitcoin-node", &["-regtest"], &env);
+        assert!(
+            matches!(&got, BitcoinArgsError::DatadirMissing(p) if *p == missing),
+            "{got:?}"
+        );
+        // The chain's section's datadir= wins over the top level's, and a missing one is an
+        // error (the node aborts).
+        t.write(
+            "home/.bitcoin/bitcoin.conf",
+            &format!(
+                "datadir={}\n[regtest]\ndatadir={}\n",
+                e.display(),
+                missing.display()
+            ),
+        );
+        assert!(matches!(
+            err("bitcoin-node", &["-regtest"], &env),
+            BitcoinArgsError::DatadirMissing(_)
+        ));
+        assert_eq!(node(&[], &env).network_datadir, e);
+        // The config is not in force without it: the command line's datadir decides.
+        let p = node(&["-regtest", "-noconf"], &env);
+        assert_eq!(p.network_datadir, t.path().join("home/.bitcoin/regtest"));
+    }
+
+    #[test]
+    fn the_settings_file_is_merged_like_bitcoin() {
+        let t = TempDir::new("settings");
+        let env = t.env();
+        let (dd_arg, dd) = datadir_arg_for(&t);
+        let r = dd.join("regtest");
+        let settings = |json: &str| t.write("dd/regtest/settings.json", json);
+        let file = settings(r#"{"ipcbind": "unix:s.sock"}"#);
+        // Between the command line and the config.
+        t.write("dd/bitcoin.conf", "ipcbind=unix:c.sock\n");
+        let p = node(&["-regtest", &dd_arg, "-ipcbind=unix"], &env);
+        assert_eq!(
+            bind_paths(&p),
+            [r.join("node.sock"), r.join("s.sock"), r.join("c.sock")]
+        );
+        assert_eq!(
+            p.binds[1].origin,
+            BindOrigin::SettingsFile { file: file.clone() }
+        );
+        assert_eq!(p.settings, Some(file));
+        // A settings-file bind counts as given: no default bind added on top.
+        let p = plan_for(
+            Os::Unix,
+            "bitcoin-node",
+            &args(&["-regtest", &dd_arg]),
+            &env,
+            true,
+        )
+        .unwrap();
+        assert!(p.binds.iter().all(|b| b.origin != BindOrigin::Added));
+
+        // An array is a list; false is a negation, which leaves the config's out unless
+        // command-line values came first; in an array false is the address "0".
+        settings(r#"{"ipcbind": ["unix:a.sock", "unix:b.sock"]}"#);
+        let p = node(&["-regtest", &dd_arg], &env);
+        assert_eq!(
+            bind_paths(&p),
+            [r.join("a.sock"), r.join("b.sock"), r.join("c.sock")]
+        );
+        settings(r#"{"ipcbind": false}"#);
+        assert!(node(&["-regtest", &dd_arg], &env).binds.is_empty());
+        let p = node(&["-regtest", &dd_arg, "-ipcbind=unix"], &env);
+        assert_eq!(bind_paths(&p), [r.join("node.sock"), r.join("c.sock")]);
+        for (json, address) in [
+            (r#"{"ipcbind": ["unix:a.sock", false]}"#, "0"),
+            (r#"{"ipcbind": true}"#, "1"),
+        ] {
+            settings(json);
+            let e = err("bitcoin-node", &["-regtest", &dd_arg], &env);
+            assert!(
+                matches!(&e, BitcoinArgsError::UnrecognizedAddress { address: a, .. } if a == address),
+                "{json}: {e:?}"
+            );
+        }
+        for (json, kind) in [
+            (r#"{"ipcbind": 5}"#, "number"),
+            (r#"{"ipcbind": null}"#, "null"),
+            (r#"{"ipcbind": {"x": 1}}"#, "object"),
+            (r#"{"ipcbind": [["unix"]]}"#, "array"),
+        ] {
+            settings(json);
+            let e = err("bitcoin-node", &["-regtest", &dd_arg], &env);
+            assert!(
+                matches!(&e, BitcoinArgsError::SettingsValue { kind: k, .. } if *k == kind),
+                "{json}: {e:?}"
+            );
+        }
+        // Keys are plain option names.
+        settings(r#"{"regtest.ipcbind": "unix:x", "noipcbind": true, "-ipcbind": "unix:y"}"#);
+        assert_eq!(
+            bind_paths(&node(&["-regtest", &dd_arg], &env)),
+            [r.join("c.sock")]
+        );
+
+        // What the node stops at is a note; the rest is still planned.
+        for (json, want) in [
+            ("garbage", "does not contain valid JSON"),
+            ("[]", "found non-object value []"),
+            (
+                r#"{"ipcbind": "unix:a", "ipcbind": "unix:b"}"#,
+                "found duplicate key ipcbind",
+            ),
+        ] {
+            settings(json);
+            let p = node(&["-regtest", &dd_arg], &env);
+            let n = notes(&p);
+            assert!(n.len() == 1 && n[0].contains(want), "{json}: {n:?}");
+            assert_eq!(bind_paths(&p), [r.join("c.sock")]);
+            assert_eq!(p.settings, None);
+        }
+        fs::remove_file(r.join("settings.json")).unwrap();
+        fs::create_dir_all(r.join("settings.json")).unwrap();
+        assert!(notes(&node(&["-regtest", &dd_arg], &env))[0].contains("is a directory"));
+
+        // -nosettings; -settings relative to the network datadir (which need not exist yet: the
+        // node creates it first), -settings=0 a file named 0, settings= from the config.
+        fs::remove_dir_all(&dd).unwrap();
+        fs::create_dir_all(&dd).unwrap();
+        let json = r#"{"ipcbind": "unix:s.sock"}"#;
+        t.write("dd/x.json", json);
+        let p = node(&["-regtest", &dd_arg, "-settings=../x.json"], &env);
+        assert_eq!(bind_paths(&p), [r.join("s.sock")]);
+        assert_eq!(p.settings, Some(dd.join("x.json")));
+        t.write("dd/regtest/0", json);
+        assert_eq!(p.binds.len(), 1);
+        assert_eq!(
+            bind_paths(&node(&["-regtest", &dd_arg, "-settings=0"], &env)),
+            [r.join("s.sock")]
+        );
+        t.write("dd/regtest/settings.json", json);
+        assert!(
+            node(&["-regtest", &dd_arg, "-nosettings"], &env)
+                .binds
+                .is_empty()
+        );
+        assert_eq!(
+            node(&["-regtest", &dd_arg, "-settings="], &env).binds.len(),
+            1
+        );
+        t.write("dd/bitcoin.conf", "settings=../x.json\n");
+        assert_eq!(
+            node(&["-regtest", &dd_arg], &env).settings,
+            Some(r.join("../x.json"))
+        );
+        // Neither the cli nor other programs read it.
+        assert_eq!(cli(&["-regtest", &dd_arg, "x"], &env).settings, None);
+    }
+
+    #[test]
+    fn in_new_dir_takes_parent_steps_out_of_missing_directories_lexically() {
+        let t = TempDir::new("newdir");
+        let d = t.path().join("a/b");
+        assert_eq!(in_new_dir(&d, "../x"), t.path().join("a/x"));
+        assert_eq!(in_new_dir(&d, "../../x"), t.path().join("x"));
+        assert_eq!(in_new_dir(&d, "./y/../x"), t.path().join("a/b/x"));
+        // Out of an existing directory the OS decides: left as it is.
+        assert_eq!(in_new_dir(&d, "../../../x"), t.path().join("../x"));
+        fs::create_dir_all(&d).unwrap();
+        assert_eq!(in_new_dir(&d, "../x"), d.join("../x"));
+    }
+
+    #[test]
+    fn the_config_file_as_the_node_logs_it() {
+        let t = TempDir::new("conflog");
+        let env = t.env();
+        let (dd_arg, dd) = datadir_arg_for(&t);
+        let conf = dd.join("bitcoin.conf");
+        let text = |a: &[&str]| node(a, &env).config.log_text();
+        assert_eq!(
+            text(&[&dd_arg]),
+            Some(format!("{} (not found, skipping)", conf.display()))
+        );
+        assert_eq!(text(&[&dd_arg, "-noconf"]), Some("<disabled>".to_string()));
+        t.write("dd/bitcoin.conf", "\n");
+        assert_eq!(text(&[&dd_arg]), Some(conf.display().to_string()));
+        // (Another file while the datadir has a bitcoin.conf would stop the node.)
+        fs::remove_file(&conf).unwrap();
+        t.write("dd/1", "\n");
+        assert_eq!(
+            text(&[&dd_arg, "-noconf=0"]),
+            Some(dd.join("1").display().to_string())
+        );
+        // The node stops before logging it.
+        let p = node(&[&dd_arg, "-conf=0"], &env);
+        assert_eq!(p.config, ConfigFile::Unreadable(dd.join("0")));
+        assert_eq!(p.config.log_text(), None);
+        let p = plan_for(Os::Unix, "sv2-tp", &args(&[&dd_arg]), &env, false).unwrap();
+        assert_eq!(p.config, ConfigFile::NotConsulted);
+    }
+
+    #[test]
+    fn the_wrapper_reads_configs_as_it_does() {
+        let t = TempDir::new("wrapinc");
+        let root = fake_tree(&t);
+        let env = t.env();
+        let (dd_arg, dd) = datadir_arg_for(&t);
+        let wrapper = root.join("bin/bitcoin");
+        let w = |a: &[&str]| {
+            let mut v = vec!["node", "-regtest", dd_arg.as_str()];
+            v.extend_from_slice(a);
+            wrapper_target_with_env(&args(&v), &wrapper, None, &env).map(|(p, _)| p)
+        };
+        let node_exe = Some(exe(&root, "libexec/bitcoin-node"));
+        let bitcoind = Some(exe(&root, "bin/bitcoind"));
+        // Included files count.
+        t.write("dd/bitcoin.conf", "includeconf=i.conf\n");
+        t.write("dd/i.conf", "[regtest]\nipcbind=unix\n");
+        assert_eq!(w(&[]), node_exe);
+        // A file it cannot read: what it read before counts, that file does not.
+        t.write("dd/bitcoin.conf", "ipcbind=unix\nincludeconf=gone.conf\n");
+        assert_eq!(w(&[]), node_exe);
+        t.write("dd/bitcoin.conf", "includeconf=i.conf\n");
+        t.write("dd/i.conf", "ipcbind=unix\n-bad\n");
+        assert_eq!(w(&[]), bitcoind);
+        // It stops itself: conflicting chains, -includeconf with a config file there, a
+        // missing -datadir.
+        assert_eq!(w(&["-testnet"]), None);
+        assert_eq!(w(&["-includeconf=x"]), None);
+        let gone = format!("-datadir={}", t.path().join("gone").display());
+        assert_eq!(w(&[&gone]), None);
+        // ... but not with -m/-M, when it does not look at the options.
+        let m = wrapper_target_with_env(&args(&["-m", "node", &gone]), &wrapper, None, &env);
+        assert_eq!(m.map(|(p, _)| p), node_exe);
+        // An unknown chain's section counts (it does not check the chain); a config datadir=
+        // that is missing is not its concern; the settings file is not read.
+        t.write("dd/bitcoin.conf", "[bogus]\nipcbind=unix\n");
+        let bogus = args(&["node", "-chain=bogus", &dd_arg]);
+        let target = wrapper_target_with_env(&bogus, &wrapper, None, &env);
+        assert_eq!(target.map(|(p, _)| p), node_exe);
+        let home_conf = default_datadir(Os::CURRENT, &env).join("bitcoin.conf");
+        fs::create_dir_all(home_conf.parent().unwrap()).unwrap();
+        let gone_dir = t.path().join("gone");
+        fs::write(
+            &home_conf,
+            format!("ipcbind=unix\ndatadir={}\n", gone_dir.display()),
+        )
+        .unwrap();
+        let target = wrapper_target_with_env(&args(&["node"]), &wrapper, None, &env);
+        assert_eq!(target.map(|(p, _)| p), node_exe);
+        fs::remove_file(dd.join("bitcoin.conf")).unwrap();
+        t.write("dd/regtest/settings.json", r#"{"ipcbind": "unix"}"#);
+        assert_eq!(w(&[]), bitcoind);
     }
 }
 
