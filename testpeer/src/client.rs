@@ -241,17 +241,8 @@ async fn session(init: init::Client, keep: KeepUntilClose, opts: &SessionOptions
     };
     let first = first_call(&init, &threads, opts);
     // The answers come in order; take each as it arrives and let go of its
-    // question (pipeline, response, the promised Thread) so that it is
-    // Finished then, not at the end of the session.
-    let capnp::capability::RemotePromise { promise, pipeline } = make_thread;
-    let thread = promise
-        .await
-        .context("ThreadMap.makeThread")?
-        .get()?
-        .get_result()?;
-    drop(pipeline);
-    threads.thread = thread;
-    keep.keep(&threads.thread);
+    // question so that it is Finished then, not at the end of the session.
+    threads.thread = threads::settle_made_thread(make_thread, &keep).await?;
 
     if opts.thread_name {
         let reply = threads

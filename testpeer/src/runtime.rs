@@ -147,15 +147,7 @@ impl Stream {
     /// until the connection closes, as a C++ client does.
     async fn settle(&mut self, keep: &KeepUntilClose) -> Result<()> {
         if let Some(made) = self.made.take() {
-            let capnp::capability::RemotePromise { promise, pipeline } = made;
-            let thread = promise
-                .await
-                .context("ThreadMap.makeThread")?
-                .get()?
-                .get_result()?;
-            drop(pipeline);
-            self.thread = thread;
-            keep.keep(&self.thread);
+            self.thread = threads::settle_made_thread(made, keep).await?;
         }
         Ok(())
     }

@@ -146,6 +146,25 @@ pub(crate) fn new_thread_map(conn: Rc<Conn>) -> thread_map::Client {
 
 /// A `Thread` that only has a name: a client's `Context.callbackThread`. Nothing runs on it,
 /// since the test peer's server never calls back into its clients.
+/// A client's pipelined `makeThread`, settled: waits for its Return, lets go of the question
+/// (pipeline and response, so it is Finished now, as a C++ client finishes every answer) and
+/// keeps the Thread until the connection closes.
+pub(crate) async fn settle_made_thread(
+    made: capnp::capability::RemotePromise<thread_map::make_thread_results::Owned>,
+    keep: &crate::net::KeepUntilClose,
+) -> anyhow::Result<thread::Client> {
+    use anyhow::Context as _;
+    let capnp::capability::RemotePromise { promise, pipeline } = made;
+    let thread = promise
+        .await
+        .context("ThreadMap.makeThread")?
+        .get()?
+        .get_result()?;
+    drop(pipeline);
+    keep.keep(&thread);
+    Ok(thread)
+}
+
 pub(crate) fn new_callback_thread(name: String) -> thread::Client {
     dispatch::new_client(ThreadImpl::new(name))
 }
