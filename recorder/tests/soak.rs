@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
+use mpspy_recorder::framing::{Piece, Splitter};
 use mpspy_recorder::record::{self, RECORD_BUDGET, Recorder, record_live};
 use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
 use mpspy_recorder::tap::{Clock, DECODE_BUDGET, Tap, Tapped};
@@ -34,21 +35,15 @@ fn real_frames(rel: &str) -> Vec<Vec<u8>> {
         "{}/../tests/fixtures/captures/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let b = std::fs::read(&path).unwrap();
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < b.len() {
-        let count = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize + 1;
-        let words: usize = (0..count)
-            .map(|i| {
-                u32::from_le_bytes(b[at + 4 + 4 * i..at + 8 + 4 * i].try_into().unwrap()) as usize
-            })
-            .sum();
-        let len = (4 + 4 * count).div_ceil(8) * 8 + 8 * words;
-        out.push(b[at..at + len].to_vec());
-        at += len;
-    }
-    out
+    let mut pieces = Vec::new();
+    Splitter::new().push(&std::fs::read(&path).unwrap(), &mut pieces);
+    pieces
+        .into_iter()
+        .map(|p| match p {
+            Piece::Frame { bytes, .. } => bytes,
+            other => panic!("{path}: {other:?}"),
+        })
+        .collect()
 }
 
 /// One side's view of a connection: the SHA-256 of what it wrote and of what it read.
