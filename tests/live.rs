@@ -263,7 +263,16 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
             .cloned()
             .collect()
     };
-    assert_eq!(strip(&replayed), strip(&ev));
+    let (replayed, live) = (strip(&replayed), strip(&ev));
+    if let Some(i) = (0..replayed.len().max(live.len())).find(|&i| replayed.get(i) != live.get(i)) {
+        panic!(
+            "replay differs from the live run at event {i} of {}/{}:\nreplay: {:?}\nlive:   {:?}",
+            replayed.len(),
+            live.len(),
+            replayed.get(i),
+            live.get(i)
+        );
+    }
 
     // Wireshark's tools read the recording, where installed.
     for tool in ["capinfos", "tshark"] {
