@@ -6,8 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mpspy_recorder::source::decode_pair;
-use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_engine::raw::decode_pair;
+use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::{Event, EventKind};
 use mpspy_tui::{App, Feed, Options};
 use ratatui::Terminal;

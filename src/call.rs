@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use mpspy_recorder::framing::{Piece, Splitter};
-use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_engine::framing::{Piece, Splitter};
+use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::decode::Lookup;
 use mpspy_schema::encode::{self, CapSource};
 use mpspy_schema::event::{EventKind, ReturnEvent};
@@ -522,7 +522,7 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<ExitCode> {
                    "p50_ns": q(0.5), "p90_ns": q(0.9), "p99_ns": q(0.99), "p999_ns": q(0.999), "max_ns": h.max()})
         );
     } else {
-        use mpspy_schema::stats::format_ns;
+        use mpspy_engine::stats::format_ns;
         println!(
             "{last}: {n} calls, concurrency {}, {rate:.0}/s",
             args.concurrency

@@ -11,9 +11,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use mpspy_engine::{SchemaConfig, Session};
 use mpspy_recorder::relay::Relays;
 use mpspy_recorder::tap::{Clock, Tap, TapReceiver};
-use mpspy_recorder::{SchemaConfig, Session};
 use mpspy_schema::event::NoticeLevel;
 
 use crate::cli::RunArgs;

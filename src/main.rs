@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use mpspy_recorder::source::decode_pair;
-use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_engine::raw::decode_pair;
+use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::sets;
 
 use crate::cli::{Cli, Command, DecodeArgs, SchemaArgs};
@@ -181,9 +181,9 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
 fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
     use std::io::{Read, Write};
 
+    use mpspy_engine::stats::{LONG_POLL, Stats};
     use mpspy_recorder::debuglog::LogStats;
     use mpspy_recorder::record::{self, End};
-    use mpspy_schema::stats::{LONG_POLL, Stats};
 
     const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
     let mut text = String::new();

@@ -6,11 +6,11 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 
 use anyhow::{Context, Result};
-use mpspy_recorder::Session;
+use mpspy_engine::Session;
+use mpspy_engine::Tapped;
+use mpspy_engine::stats::Stats;
 use mpspy_recorder::record::RecordSummary;
-use mpspy_recorder::tap::Tapped;
 use mpspy_schema::event::NoticeLevel;
-use mpspy_schema::stats::Stats;
 use mpspy_schema::{Event, EventKind};
 
 use crate::sink::Sink;

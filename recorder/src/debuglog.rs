@@ -22,7 +22,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
 use hdrhistogram::Histogram;
-use mpspy_schema::stats::{LONG_POLL, long_poll_sections};
+use mpspy_engine::stats::{LONG_POLL, long_poll_sections};
 use serde_json::{Value, json};
 
 /// Which end of a call a line describes.

@@ -1,21 +1,18 @@
-//! mpspy's producers: byte sources, framing, per-connection RPC state, recordings, Bitcoin
-//! Core's argument rules and the spawn shim; also the `-debug=ipc` log reader behind
-//! `mpspy stats`.
+//! mpspy's capture side: bytes in. Relay pumps, the tap that fans frames out to the recording
+//! writer and the decoder, pcapng recordings (written beside the tap, so they are lossless, and
+//! read back as a source), spawn shims and their protocols; also Bitcoin Core's argument rules
+//! and the `-debug=ipc` log reader behind `mpspy stats`.
 //!
-//! Live sockets, recordings and raw captures all end in [`mpspy_schema::Event`]s through
-//! [`Session`]; rendering events is the binary's and the TUI's job (the log reader's tables are
-//! its own, since logs carry no events).
+//! Every source hands [`mpspy_engine::Tapped`] items to the engine's
+//! [`Session`](mpspy_engine::Session), which alone turns them into events.
 
 pub mod bitcoin;
 pub mod debuglog;
 #[cfg(unix)]
 pub mod fd;
-pub mod framing;
 pub mod record;
 pub mod relay;
 pub mod shim;
-pub mod source;
-pub mod state;
 #[cfg(unix)]
 pub mod takeover;
 pub mod tap;
@@ -25,5 +22,3 @@ pub mod win32;
 #[cfg(windows)]
 #[allow(unsafe_code)]
 pub mod winspawn;
-
-pub use state::{SchemaConfig, Session};

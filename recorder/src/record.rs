@@ -37,8 +37,8 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
 use serde::{Deserialize, Serialize};
 
-use crate::state::BadBytes;
-use crate::tap::Tapped;
+use mpspy_engine::BadBytes;
+use mpspy_engine::Tapped;
 
 /// The recording format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

@@ -25,9 +25,10 @@ use std::time::Instant;
 
 use mpspy_schema::event::{ConnId, Direction, Peer};
 
-use crate::framing::{Piece, Splitter};
-use crate::state::BadBytes;
-use crate::tap::{Tap, Tapped};
+use crate::tap::Tap;
+use mpspy_engine::BadBytes;
+use mpspy_engine::Tapped;
+use mpspy_engine::framing::{Piece, Splitter};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 64 * 1024;

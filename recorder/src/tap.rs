@@ -1,5 +1,5 @@
 //! The tap: what sources hand to their consumers. Relays, recordings and tests all produce
-//! [`Tapped`] items; [`Session::apply`](crate::Session::apply) turns each into events, so every
+//! [`Tapped`] items; [`Session::apply`](mpspy_engine::Session::apply) turns each into events, so every
 //! source goes through one decode path.
 //!
 //! A live tap has several consumers (the recording writer and the decoder), each with a queue
@@ -13,76 +13,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mpspy_schema::event::{ConnId, Direction, NoticeLevel, Peer};
+use mpspy_schema::event::{ConnId, NoticeLevel};
 
-use crate::state::BadBytes;
-
-/// One thing a source saw.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Tapped {
-    /// A connection appeared.
-    Opened {
-        /// Connection number.
-        conn: ConnId,
-        /// Time since the session start.
-        t_ns: u64,
-        /// Human label.
-        label: String,
-        /// The client process, when known.
-        client: Option<Peer>,
-        /// The server process, when known.
-        server: Option<Peer>,
-    },
-    /// One complete frame.
-    Frame {
-        /// Connection number.
-        conn: ConnId,
-        /// Direction.
-        dir: Direction,
-        /// When its last byte arrived, since the session start.
-        t_ns: u64,
-        /// Stream offset of its first byte.
-        offset: u64,
-        /// The frame.
-        bytes: Vec<u8>,
-    },
-    /// Bytes that could not be framed.
-    Bad {
-        /// Connection number.
-        conn: ConnId,
-        /// Direction.
-        dir: Direction,
-        /// When they arrived.
-        t_ns: u64,
-        /// What was wrong.
-        bad: BadBytes,
-    },
-    /// A connection ended.
-    Closed {
-        /// Connection number.
-        conn: ConnId,
-        /// When.
-        t_ns: u64,
-        /// Why.
-        reason: String,
-    },
-    /// A notice of mpspy's own (see [`EventKind::Notice`](mpspy_schema::EventKind::Notice)).
-    Notice {
-        /// When.
-        t_ns: u64,
-        /// How much it matters.
-        level: NoticeLevel,
-        /// The notice.
-        text: String,
-    },
-    /// Items were dropped because the decoder fell behind.
-    Dropped {
-        /// When this was noticed.
-        t_ns: u64,
-        /// Dropped since the previous notice.
-        count: u64,
-    },
-}
+pub use mpspy_engine::Tapped;
 
 /// Session time: nanoseconds since a start instant, with the wall clock of that start.
 #[derive(Debug, Clone, Copy)]
@@ -365,6 +298,7 @@ impl TapReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mpspy_schema::event::Direction;
 
     fn frame(conn: ConnId, len: usize) -> Tapped {
         Tapped::Frame {

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use mpspy_recorder::framing::{Piece, Splitter};
+use mpspy_engine::framing::{Piece, Splitter};
+use mpspy_engine::{SchemaConfig, Session};
 use mpspy_recorder::record::{self, RECORD_BUDGET, Recorder, record_live};
 use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
 use mpspy_recorder::tap::{Clock, DECODE_BUDGET, Tap, Tapped};
-use mpspy_recorder::{SchemaConfig, Session};
 use mpspy_schema::Direction;
 use mpspy_schema::sets::Choice;
 use sha2::{Digest, Sha256};

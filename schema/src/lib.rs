@@ -11,7 +11,6 @@ pub mod event;
 pub mod registry;
 pub mod rpc;
 pub mod sets;
-pub mod stats;
 pub mod value;
 pub mod wire;
 

@@ -3,9 +3,9 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use mpspy_engine::stats::format_ns;
 use mpspy_schema::Event;
 use mpspy_schema::event::{CallEvent, EventKind, ReturnEvent, Side, qualified};
-use mpspy_schema::stats::format_ns;
 
 use super::Sink;
 

@@ -599,7 +599,7 @@ impl App {
 
     /// Method names in the order the methods screen lists them (ordinary, then long-poll).
     pub(crate) fn method_names(&self) -> Vec<String> {
-        mpspy_schema::stats::long_poll_sections(&self.state.stats.methods)
+        mpspy_engine::stats::long_poll_sections(&self.state.stats.methods)
             .into_iter()
             .flat_map(|(_, rows)| rows.into_iter().map(|(n, _)| n.clone()))
             .collect()

@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use mpspy_engine::stats::Stats;
 use mpspy_schema::event::{CapInfo, ConnId, Direction, Peer, PendingCall, Side, qualified};
 use mpspy_schema::rpc::{CapDescriptor, ExceptionInfo};
-use mpspy_schema::stats::Stats;
 use mpspy_schema::value::Value;
 use mpspy_schema::{Event, EventKind};
 

@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
+use mpspy_engine::stats::format_ns;
 use mpspy_schema::bitcoin;
 use mpspy_schema::rpc::CapDescriptor;
-use mpspy_schema::stats::format_ns;
 use mpspy_schema::value::{Value, hex};
 
 use crate::state::{CallRow, Status};

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
+use mpspy_engine::stats::{LONG_POLL, format_ns};
 use mpspy_schema::Direction;
-use mpspy_schema::stats::{LONG_POLL, format_ns};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};

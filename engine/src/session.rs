@@ -20,6 +20,7 @@ use mpspy_schema::value::{RawValue, Value, hex};
 use mpspy_schema::wire::{Message, Target};
 
 use crate::framing::HEX_EXCERPT;
+use crate::input::{BadBytes, Tapped};
 
 /// `mp/proxy.capnp:ThreadMap`, whose `makeThread(name)` names server threads.
 pub const THREAD_MAP_ID: u64 = 0xee5e_3717_9ad9_dc9d;
@@ -42,21 +43,6 @@ impl Default for SchemaConfig {
             user: Vec::new(),
         }
     }
-}
-
-/// Bytes that could not be decoded, as the source saw them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadBytes {
-    /// Stream offset of the first bad byte.
-    pub offset: u64,
-    /// How many bytes.
-    pub len: usize,
-    /// Why.
-    pub reason: String,
-    /// An excerpt in hex.
-    pub hex: String,
-    /// True when the direction is no longer decoded.
-    pub stopped: bool,
 }
 
 /// All connections of one session, and the event sequence.
@@ -315,8 +301,7 @@ impl Session {
 
     /// Applies one item from a source: the single entry point live capture, recordings and
     /// tests share.
-    pub fn apply(&mut self, item: &crate::tap::Tapped) {
-        use crate::tap::Tapped;
+    pub fn apply(&mut self, item: &Tapped) {
         match item {
             Tapped::Opened {
                 conn,

@@ -13,7 +13,7 @@ use mpspy_schema::rpc::{self, CapDescriptor, MessageTarget, Outcome, Rpc};
 use mpspy_schema::wire::Message;
 
 use crate::framing::{Piece, split_all};
-use crate::state::{BadBytes, Session};
+use crate::{BadBytes, Session};
 
 /// What a frame refers to and introduces, for ordering.
 #[derive(Debug, Default, Clone)]

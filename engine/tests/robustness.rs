@@ -1,9 +1,9 @@
 //! Random and mutated bytes never panic the splitter, the envelope decoder or the walker.
 //! (A property test now; coverage-guided fuzzing can reuse the same entry points later.)
 
-use mpspy_recorder::framing::{Piece, Splitter, split_all};
-use mpspy_recorder::source::decode_pair;
-use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_engine::framing::{Piece, Splitter, split_all};
+use mpspy_engine::raw::decode_pair;
+use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::Direction;
 use proptest::prelude::*;
 use proptest::sample::Index;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-use crate::Event;
-use crate::event::{EventKind, qualified};
+use mpspy_schema::Event;
+use mpspy_schema::event::{EventKind, qualified};
 
 /// Methods that block until something happens; their latency is waiting, not work, so they are
 /// reported apart.

@@ -2,9 +2,9 @@
 //! (envelope + params/results against schemas + connection state + JSON).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mpspy_recorder::framing::{Piece, split_all};
-use mpspy_recorder::source::decode_pair;
-use mpspy_recorder::{SchemaConfig, Session};
+use mpspy_engine::framing::{Piece, split_all};
+use mpspy_engine::raw::decode_pair;
+use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::rpc;
 use mpspy_schema::wire::Message;
 use std::hint::black_box;
