@@ -4,10 +4,11 @@
 //! `cargo bench --bench tui`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mpspy_engine::raw::decode_pair;
-use mpspy_engine::{SchemaConfig, Session};
+use mpspy_engine::{SchemaConfig, Session, SharedStats};
 use mpspy_schema::{Event, EventKind};
 use mpspy_tui::{App, Feed, Options};
 use ratatui::Terminal;
@@ -33,12 +34,25 @@ fn events(copies: u32) -> Vec<Event> {
         .into_iter()
         .filter(|e| !matches!(e.kind, EventKind::Session { .. }))
         .collect();
+    let span = one.iter().map(|e| e.seq).max().unwrap_or(0) + 1;
     let mut all = Vec::with_capacity(one.len() * copies as usize);
     for k in 0..copies {
+        let base = u64::from(k) * span;
         for e in &one {
             let mut e = e.clone();
             e.conn += k;
-            e.seq = all.len() as u64;
+            // Returns, finishes and disconnects name their call by its seq: shift those too.
+            e.seq += base;
+            match &mut e.kind {
+                EventKind::Return(r) => r.call_seq = r.call_seq.map(|c| c + base),
+                EventKind::Finish { call_seq, .. } => *call_seq = call_seq.map(|c| c + base),
+                EventKind::ConnClosed { pending_calls, .. } => {
+                    for p in pending_calls {
+                        p.call_seq += base;
+                    }
+                }
+                _ => {}
+            }
             e.t_ns = all.len() as u64 * 10_000;
             all.push(e);
         }
@@ -48,8 +62,10 @@ fn events(copies: u32) -> Vec<Event> {
 
 fn filled(events: &[Event]) -> App {
     let mut app = App::new(Options::default());
+    // The engine's statistics, as a live session hands them over (the UI does not fold them).
+    app.feed(Feed::Stats(SharedStats::from_events(events)));
     for e in events {
-        app.feed(Feed::Event(Box::new(e.clone())));
+        app.feed(Feed::Event(Arc::new(e.clone())));
     }
     app
 }

@@ -79,10 +79,7 @@ pub(crate) fn start_decoder(
     mut outputs: Outputs,
 ) -> std::io::Result<JoinHandle<Outputs>> {
     let mut session = Session::new(config);
-    session.start("live", Some(clock.start_unix_ns));
-    for e in session.drain() {
-        outputs.event(&e);
-    }
+    outputs.start(&mut session, "live", Some(clock.start_unix_ns));
     thread::Builder::new()
         .name("mpspy-decode".into())
         .spawn(move || {
@@ -175,7 +172,7 @@ impl Messages {
 pub(crate) struct NoticeSink(pub(crate) Messages);
 
 impl crate::sink::Sink for NoticeSink {
-    fn event(&mut self, e: &mpspy_schema::Event) -> std::io::Result<()> {
+    fn event(&mut self, e: &Arc<mpspy_schema::Event>) -> std::io::Result<()> {
         if let mpspy_schema::EventKind::Notice { level, text } = &e.kind {
             match level {
                 NoticeLevel::Info => self.0.say(&format!("mpspy: {text}")),
@@ -209,10 +206,11 @@ pub(crate) fn add_screen_outputs(
 
 /// The per-method summary and any output error, to [`Messages`].
 pub(crate) fn print_summary(messages: &Messages, how: &str, outputs: &Outputs) {
-    if !outputs.stats.methods.is_empty() {
+    let stats = outputs.stats.lock();
+    if !stats.methods.is_empty() {
         messages.say(&format!(
             "\nmpspy: {how}; per-method summary:\n{}",
-            outputs.stats.table()
+            stats.table()
         ));
     } else {
         messages.say(&format!("mpspy: {how}; no IPC calls seen"));

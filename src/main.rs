@@ -117,10 +117,7 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     // The outputs, and why the recording ended early if it did.
     let decode_all = move |mut outputs: pipeline::Outputs| {
         let mut session = Session::new(config);
-        session.start(&source, Some(header.start_unix_ns));
-        for e in session.drain() {
-            outputs.event(&e);
-        }
+        outputs.start(&mut session, &source, Some(header.start_unix_ns));
         let read = record::read_file_streaming(&file, |_, item| outputs.item(&mut session, &item));
         outputs.finish();
         let torn = match read {
@@ -181,7 +178,7 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
 fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
     use std::io::{Read, Write};
 
-    use mpspy_engine::stats::{LONG_POLL, Stats};
+    use mpspy_engine::stats::LONG_POLL;
     use mpspy_recorder::debuglog::LogStats;
     use mpspy_recorder::record::{self, End};
 
@@ -201,14 +198,14 @@ fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
                 choice: header.schemas.parse().unwrap_or(sets::Choice::Auto),
                 user: Vec::new(),
             });
-            let mut stats = Stats::default();
             let (header, end) = record::read_file_streaming(path, |_, item| {
                 session.apply(&item);
-                for e in session.drain() {
-                    stats.fold(&e);
-                }
+                // The engine folds the statistics; the events themselves are not needed.
+                session.drain();
             })
             .with_context(|| format!("reading {shown}"))?;
+            let stats = session.stats();
+            let stats = stats.lock();
             let mut notes = Vec::new();
             if stats.methods.is_empty() {
                 notes.push("no IPC calls in this recording".to_string());
@@ -307,7 +304,7 @@ fn decode(args: &DecodeArgs) -> Result<ExitCode> {
     decode_pair(&mut session, 1, &label, &c2s, &s2c);
     let mut sink = output_sink(args.json, false);
     for e in session.drain() {
-        sink.event(&e)?;
+        sink.event(&Arc::new(e))?;
     }
     sink.finish()?;
     Ok(ExitCode::SUCCESS)

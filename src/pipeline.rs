@@ -1,14 +1,15 @@
-//! The decode loop every source shares: items in, events out to every sink, and the per-method
-//! stats folded on the way. (A live recording is written beside it, from the tap: see
+//! The decode loop every source shares: items into the engine, its events out to every sink
+//! (each event shared, not copied per sink), and the engine's per-method stats for the summary. (A live recording is written beside it, from the tap: see
 //! [`mpspy_recorder::record::record_live`].)
 
 use std::fs::File;
 use std::io::{self, BufWriter};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use mpspy_engine::Session;
+use mpspy_engine::SharedStats;
 use mpspy_engine::Tapped;
-use mpspy_engine::stats::Stats;
 use mpspy_recorder::record::RecordSummary;
 use mpspy_schema::event::NoticeLevel;
 use mpspy_schema::{Event, EventKind};
@@ -35,8 +36,8 @@ pub(crate) struct Outputs {
     pub(crate) recording: Option<String>,
     /// How the live recording went, once it is done.
     pub(crate) recorded: Option<RecordSummary>,
-    /// Per-method statistics of everything seen.
-    pub(crate) stats: Stats,
+    /// The engine's per-method statistics of everything decoded (set by [`Outputs::start`]).
+    pub(crate) stats: SharedStats,
     /// Events dropped because the decoder fell behind.
     pub(crate) dropped: u64,
     /// First sink or recording error; the session goes on without that output.
@@ -49,7 +50,7 @@ impl Outputs {
             sinks: Vec::new(),
             recording: None,
             recorded: None,
-            stats: Stats::default(),
+            stats: SharedStats::default(),
             dropped: 0,
             error: None,
         }
@@ -86,12 +87,30 @@ impl Outputs {
             .push(Box::new(TextLines::new(BufWriter::new(io::stdout()), true)));
     }
 
+    /// Starts `session` (its header event) and takes its statistics; every sink that shows
+    /// them gets the same handle.
+    pub(crate) fn start(
+        &mut self,
+        session: &mut Session,
+        source: &str,
+        start_unix_ns: Option<u64>,
+    ) {
+        self.stats = session.stats();
+        for s in &mut self.sinks {
+            s.stats(&self.stats);
+        }
+        session.start(source, start_unix_ns);
+        for e in session.drain() {
+            self.event(e);
+        }
+    }
+
     /// Decodes `item` and sends the events to every sink.
     pub(crate) fn item(&mut self, session: &mut Session, item: &Tapped) {
         let first_drop = matches!(item, Tapped::Dropped { .. }) && self.dropped == 0;
         session.apply(item);
         for e in session.drain() {
-            self.event(&e);
+            self.event(e);
         }
         // Said once, where it first happens (the UI shows it in its log): the recording, which
         // is written from the capture side, has what decoding missed.
@@ -104,20 +123,20 @@ impl Outputs {
                 ),
             });
             for e in session.drain() {
-                self.event(&e);
+                self.event(e);
             }
         }
     }
 
     /// Sends one event to every sink.
-    pub(crate) fn event(&mut self, e: &Event) {
+    pub(crate) fn event(&mut self, e: Event) {
         if let EventKind::Dropped { count, .. } = e.kind {
             self.dropped += count;
         }
-        self.stats.fold(e);
+        let e = Arc::new(e);
         let mut failed = None;
         for (i, s) in self.sinks.iter_mut().enumerate() {
-            if let Err(err) = s.event(e) {
+            if let Err(err) = s.event(&e) {
                 failed = Some((i, err));
                 break;
             }

@@ -19,4 +19,4 @@ pub mod stats;
 
 pub use input::{BadBytes, Tapped};
 pub use session::{SchemaConfig, Session};
-pub use stats::Stats;
+pub use stats::{SharedStats, Stats};

@@ -5,7 +5,7 @@
 //! This is the only place that turns frames into events; live capture, recordings and raw
 //! captures all feed it, so they yield the same events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use mpspy_schema::SchemaSet;
@@ -21,11 +21,12 @@ use mpspy_schema::wire::{Message, Target};
 
 use crate::framing::HEX_EXCERPT;
 use crate::input::{BadBytes, Tapped};
+use crate::stats::{SharedStats, Stats};
 
-/// `mp/proxy.capnp:ThreadMap`, whose `makeThread(name)` names server threads.
-pub const THREAD_MAP_ID: u64 = 0xee5e_3717_9ad9_dc9d;
-/// `mp/proxy.capnp:Thread`.
-pub const THREAD_ID: u64 = 0x81c1_e260_0d0b_56c5;
+/// libmultiprocess's interface whose `makeThread(name)` names server threads, found by name in
+/// whatever schema set decodes the call (ids differ between a user's copy of `proxy.capnp` and
+/// the built-in one only if the file was edited, names do not).
+const THREAD_MAP: (&str, &str) = ("ThreadMap", "makeThread");
 
 /// Which schemas to decode with.
 #[derive(Debug, Clone)]
@@ -51,7 +52,13 @@ pub struct Session {
     config: SchemaConfig,
     builtin: Vec<Arc<SchemaSet>>,
     conns: HashMap<ConnId, Conn>,
+    /// Connections that ended: their state is freed, only the id is kept so that a stray
+    /// frame after the end is reported rather than taken for a new connection.
+    closed: HashSet<ConnId>,
     seq: u64,
+    /// Per-method statistics of every event emitted, shared with whoever shows them (the UI
+    /// reads them while the session runs, the summary at its end).
+    stats: SharedStats,
     out: Vec<Event>,
     /// False for sources without timestamps (raw captures): latencies are then unknown.
     timed: bool,
@@ -60,6 +67,8 @@ pub struct Session {
 
 #[derive(Debug)]
 struct Question {
+    /// `seq` of the call's (or bootstrap's) event, which returns and finishes refer to.
+    call_seq: u64,
     interface: String,
     method: String,
     interface_id: u64,
@@ -129,7 +138,6 @@ struct Conn {
     /// Built-in sets that still fit this connection, most preferred first.
     candidates: Vec<Arc<SchemaSet>>,
     mismatches_reported: Vec<(u64, u16)>,
-    closed: bool,
 }
 
 impl Session {
@@ -146,7 +154,9 @@ impl Session {
             config,
             builtin,
             conns: HashMap::new(),
+            closed: HashSet::new(),
             seq: 0,
+            stats: SharedStats::default(),
             out: Vec::new(),
             timed: true,
             dropped_total: 0,
@@ -163,8 +173,16 @@ impl Session {
         std::mem::take(&mut self.out)
     }
 
+    /// The per-method statistics of everything emitted so far; the handle stays live.
+    pub fn stats(&self) -> SharedStats {
+        self.stats.clone()
+    }
+
     /// Emits an event (sources use this for session-wide events such as `dropped`).
     pub fn emit(&mut self, conn: ConnId, dir: Option<Direction>, t_ns: u64, kind: EventKind) {
+        if Stats::counts(&kind) {
+            self.stats.fold(&kind);
+        }
         self.out.push(Event {
             seq: self.seq,
             t_ns,
@@ -208,9 +226,9 @@ impl Session {
                 next_cap: 0,
                 candidates: self.builtin.clone(),
                 mismatches_reported: Vec::new(),
-                closed: false,
             },
         );
+        self.closed.remove(&conn);
         self.emit(
             conn,
             None,
@@ -244,18 +262,16 @@ impl Session {
         let sets = self.sets_for(conn);
         let refs: Vec<&SchemaSet> = sets.iter().map(|s| s.as_ref()).collect();
         let lookup = Lookup::new(&refs);
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        if c.closed {
-            return;
-        }
-        c.closed = true;
+        self.closed.insert(conn);
         let mut pending: Vec<PendingCall> = c
             .questions
             .iter()
             .filter(|(_, q)| !q.returned)
             .map(|((dir, id), q)| PendingCall {
+                call_seq: q.call_seq,
                 dir: *dir,
                 question: *id,
                 method: qualified(&q.interface, &q.method),
@@ -351,6 +367,17 @@ impl Session {
 
     /// One complete frame in direction `dir`.
     pub fn frame(&mut self, conn: ConnId, dir: Direction, t_ns: u64, offset: u64, bytes: &[u8]) {
+        if self.closed.contains(&conn) {
+            let bad = BadBytes {
+                offset,
+                len: bytes.len(),
+                reason: "frame after the connection closed".into(),
+                hex: hex(&bytes[..bytes.len().min(HEX_EXCERPT)]),
+                stopped: false,
+            };
+            self.undecodable(conn, dir, t_ns, bad);
+            return;
+        }
         if !self.conns.contains_key(&conn) {
             self.open(conn, t_ns, &format!("connection {conn}"), None, None);
         }
@@ -386,6 +413,8 @@ impl Session {
                 c.questions.insert(
                     (dir, question),
                     Question {
+                        // The bootstrap event is the next one emitted.
+                        call_seq: self.seq,
                         interface: String::new(),
                         method: "bootstrap".into(),
                         interface_id: 0,
@@ -410,17 +439,18 @@ impl Session {
                 release_result_caps,
             } => {
                 let c = self.conns.get_mut(&conn).expect("conn exists");
-                let (method, cancel) = match c.questions.get_mut(&(dir, question)) {
+                let (call_seq, method, cancel) = match c.questions.get_mut(&(dir, question)) {
                     Some(q) => {
                         q.finished = true;
                         let m = qualified(&q.interface, &q.method);
                         let cancel = !q.returned;
+                        let call_seq = q.call_seq;
                         if q.returned {
                             c.questions.remove(&(dir, question));
                         }
-                        (Some(m), cancel)
+                        (Some(call_seq), Some(m), cancel)
                     }
-                    None => (None, false),
+                    None => (None, None, false),
                 };
                 self.emit(
                     conn,
@@ -428,6 +458,7 @@ impl Session {
                     t_ns,
                     EventKind::Finish {
                         question,
+                        call_seq,
                         method,
                         release_result_caps,
                         cancel,
@@ -705,7 +736,7 @@ impl Session {
         // Proxy.Context: the thread lane of this call.
         let (thread, callback_thread) =
             context_threads(c, dir, &call.params.cap_table, &walker.caps);
-        let thread_name = (call.interface_id == THREAD_MAP_ID && call.method_id == 0)
+        let thread_name = (interface == THREAD_MAP.0 && method == THREAD_MAP.1)
             .then(|| {
                 params
                     .field("name")
@@ -716,6 +747,8 @@ impl Session {
         c.questions.insert(
             (dir, call.question),
             Question {
+                // Set once the call event has its number (after the capabilities it creates).
+                call_seq: 0,
                 interface: interface.clone(),
                 method: method.clone(),
                 interface_id: call.interface_id,
@@ -753,6 +786,14 @@ impl Session {
                 bytes,
             }),
         );
+        let call_seq = self.seq - 1;
+        if let Some(q) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.questions.get_mut(&(dir, call.question)))
+        {
+            q.call_seq = call_seq;
+        }
     }
 
     fn ret(&mut self, conn: ConnId, dir: Direction, t_ns: u64, bytes: usize, ret: rpc::Return<'_>) {
@@ -778,8 +819,9 @@ impl Session {
         let mut walker = Walker::new(lookup);
         let c = self.conns.get_mut(&conn).expect("conn exists");
         let q = c.questions.get_mut(&key);
-        let (interface, method, latency_ns, thread, is_bootstrap) = match &q {
+        let (call_seq, interface, method, latency_ns, thread, is_bootstrap) = match &q {
             Some(q) => (
+                Some(q.call_seq),
                 q.interface.clone(),
                 q.method.clone(),
                 self.timed.then(|| t_ns.saturating_sub(q.sent_ns)),
@@ -787,6 +829,7 @@ impl Session {
                 q.interface.is_empty(),
             ),
             None => (
+                None,
                 "?".to_string(),
                 format!("answer {}", ret.answer),
                 None,
@@ -891,6 +934,7 @@ impl Session {
             t_ns,
             EventKind::Return(ReturnEvent {
                 answer: ret.answer,
+                call_seq,
                 interface: interface.clone(),
                 method: method.clone(),
                 outcome: outcome.to_string(),

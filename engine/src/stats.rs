@@ -2,6 +2,7 @@
 //! the exit summary, `mpspy stats` and the TUI agree.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use hdrhistogram::Histogram;
 
@@ -75,9 +76,24 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// True for the kinds of event that change statistics (so others need not take a lock).
+    pub fn counts(kind: &EventKind) -> bool {
+        matches!(
+            kind,
+            EventKind::Return(_)
+                | EventKind::Finish { cancel: true, .. }
+                | EventKind::ConnClosed { .. }
+        )
+    }
+
     /// Folds one event in.
     pub fn fold(&mut self, e: &Event) {
-        match &e.kind {
+        self.fold_kind(&e.kind);
+    }
+
+    /// Folds one event in, by its kind.
+    pub fn fold_kind(&mut self, kind: &EventKind) {
+        match kind {
             EventKind::Return(r) => {
                 let m = self
                     .methods
@@ -153,6 +169,37 @@ impl Stats {
             }
         }
         out
+    }
+}
+
+/// The engine's statistics, shared: the session folds into it as it emits events, and readers
+/// (the UI while the session runs, the summary at its end) look at the same numbers, so no
+/// screen can disagree with another after a drop.
+#[derive(Debug, Clone, Default)]
+pub struct SharedStats(Arc<Mutex<Stats>>);
+
+impl SharedStats {
+    /// Folds one event in (the session does this; readers only look).
+    pub(crate) fn fold(&self, kind: &EventKind) {
+        self.lock().fold_kind(kind);
+    }
+
+    /// The statistics, locked for reading; hold the guard briefly, the session waits for it.
+    pub fn lock(&self) -> MutexGuard<'_, Stats> {
+        // A reader that panicked holding the guard leaves whole numbers behind.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Statistics folded from `events` (tests and tools with events in hand).
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let shared = SharedStats::default();
+        {
+            let mut s = shared.lock();
+            for e in events {
+                s.fold(e);
+            }
+        }
+        shared
     }
 }
 

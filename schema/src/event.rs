@@ -121,6 +121,8 @@ pub struct Peer {
 /// A call that had not returned when its connection closed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PendingCall {
+    /// `seq` of the call's event: the engine's pairing, so consumers need not match ids.
+    pub call_seq: u64,
     /// Who called.
     pub dir: Direction,
     /// The question id.
@@ -225,6 +227,9 @@ pub enum EventKind {
     Finish {
         /// Question id.
         question: u32,
+        /// `seq` of the question's call event, when it was seen.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_seq: Option<u64>,
         /// `Interface.method` of the question, when known.
         #[serde(skip_serializing_if = "Option::is_none")]
         method: Option<String>,
@@ -375,6 +380,10 @@ pub struct CallEvent {
 pub struct ReturnEvent {
     /// The answered question id.
     pub answer: u32,
+    /// `seq` of the paired call's event (`None` when the call was not seen): the engine's
+    /// pairing, so consumers need not match question ids per connection and direction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_seq: Option<u64>,
     /// Interface name of the call, when it was seen.
     pub interface: String,
     /// Method name of the call.

@@ -2,6 +2,7 @@
 //! field in `docs/json-lines.md`; treat that as a contract.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use mpspy_schema::Event;
 use mpspy_schema::event::JSON_VERSION;
@@ -38,7 +39,7 @@ impl<W: Write> JsonLines<W> {
 }
 
 impl<W: Write> Sink for JsonLines<W> {
-    fn event(&mut self, e: &Event) -> io::Result<()> {
+    fn event(&mut self, e: &Arc<Event>) -> io::Result<()> {
         serde_json::to_writer(
             &mut self.out,
             &Line {

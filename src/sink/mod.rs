@@ -2,7 +2,9 @@
 //! tests write into a `Vec<u8>` (ripgrep's printer pattern).
 
 use std::io;
+use std::sync::Arc;
 
+use mpspy_engine::SharedStats;
 use mpspy_schema::Event;
 
 pub(crate) mod json;
@@ -11,8 +13,11 @@ pub(crate) mod tui;
 
 /// A consumer of events.
 pub(crate) trait Sink {
-    /// One event.
-    fn event(&mut self, e: &Event) -> io::Result<()>;
+    /// One event, shared with the other sinks (a sink that keeps it clones the `Arc`).
+    fn event(&mut self, e: &Arc<Event>) -> io::Result<()>;
+    /// The engine's statistics for this session, given once at its start (for sinks that show
+    /// them while it runs).
+    fn stats(&mut self, _stats: &SharedStats) {}
     /// The stream ended.
     fn finish(&mut self) -> io::Result<()> {
         Ok(())

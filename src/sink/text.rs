@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use mpspy_engine::stats::format_ns;
 use mpspy_schema::Event;
@@ -250,7 +251,7 @@ pub(crate) fn describe(kind: &EventKind) -> String {
 }
 
 impl<W: Write> Sink for TextLines<W> {
-    fn event(&mut self, e: &Event) -> io::Result<()> {
+    fn event(&mut self, e: &Arc<Event>) -> io::Result<()> {
         if self.brief && !in_brief(&e.kind) {
             return Ok(());
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
+use mpspy_engine::SharedStats;
 use mpspy_schema::Event;
 use mpspy_tui::Feed;
 
@@ -41,6 +42,12 @@ impl UiSender {
         (sender, rx)
     }
 
+    /// Sends `f` even to a full channel (waiting for room): for the few items the UI cannot do
+    /// without, sent before the stream starts.
+    pub(crate) fn send_always(&self, f: Feed) -> Result<(), Feed> {
+        self.tx.send(f).map_err(|e| e.0)
+    }
+
     /// Sends `f`; gives it back when the UI is gone.
     pub(crate) fn send(&self, f: Feed) -> Result<(), Feed> {
         if self.blocking {
@@ -61,10 +68,15 @@ impl UiSender {
 pub(crate) struct UiSink(pub(crate) UiSender);
 
 impl Sink for UiSink {
-    fn event(&mut self, e: &Event) -> io::Result<()> {
+    fn event(&mut self, e: &Arc<Event>) -> io::Result<()> {
         // The UI closing early is the user's choice, not an output error.
-        let _ = self.0.send(Feed::Event(Box::new(e.clone())));
+        let _ = self.0.send(Feed::Event(e.clone()));
         Ok(())
+    }
+
+    fn stats(&mut self, stats: &SharedStats) {
+        // Once, before any event: the Methods screen reads the engine's own numbers.
+        let _ = self.0.send_always(Feed::Stats(stats.clone()));
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::sync::Arc;
 
+use mpspy_engine::SharedStats;
 use mpspy_schema::Event;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -15,8 +17,11 @@ use crate::tree;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Feed {
-    /// A decoded event.
-    Event(Box<Event>),
+    /// A decoded event, shared with the other sinks.
+    Event(Arc<Event>),
+    /// The engine's statistics for the session (sent once, before its events): the Methods
+    /// screen shows these rather than folding its own.
+    Stats(SharedStats),
     /// A line the wrapped program wrote (`stderr` false: stdout), at `t_ns` session time.
     Output {
         /// Session time in nanoseconds.
@@ -179,6 +184,7 @@ impl App {
     pub fn feed(&mut self, f: Feed) {
         match f {
             Feed::Event(e) => self.state.apply(&e),
+            Feed::Stats(stats) => self.state.stats = stats,
             Feed::Output { t_ns, stderr, line } => {
                 let source = if stderr {
                     LogSource::Stderr
@@ -599,7 +605,8 @@ impl App {
 
     /// Method names in the order the methods screen lists them (ordinary, then long-poll).
     pub(crate) fn method_names(&self) -> Vec<String> {
-        mpspy_engine::stats::long_poll_sections(&self.state.stats.methods)
+        let stats = self.state.stats.lock();
+        mpspy_engine::stats::long_poll_sections(&stats.methods)
             .into_iter()
             .flat_map(|(_, rows)| rows.into_iter().map(|(n, _)| n.clone()))
             .collect()

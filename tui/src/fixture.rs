@@ -28,6 +28,17 @@ impl Builder {
         });
     }
 
+    /// The seq of question `q`'s call on `conn`, as the engine pairs them.
+    fn call_seq(&self, conn: u32, q: u32) -> Option<u64> {
+        self.events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::Call(c) if c.question == q && e.conn == conn => Some(e.seq),
+            EventKind::Bootstrap { question, .. } if *question == q && e.conn == conn => {
+                Some(e.seq)
+            }
+            _ => None,
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn call(
         &mut self,
@@ -63,12 +74,14 @@ impl Builder {
     }
 
     fn ret(&mut self, t: u64, conn: u32, q: u32, iface: &str, method: &str, results: Value) {
+        let call_seq = self.call_seq(conn, q);
         self.push(
             t,
             conn,
             Some(Direction::ServerToClient),
             EventKind::Return(ReturnEvent {
                 answer: q,
+                call_seq,
                 interface: iface.into(),
                 method: method.into(),
                 outcome: "results".into(),
@@ -492,6 +505,7 @@ pub(crate) fn session() -> Vec<Event> {
         Some(Direction::ServerToClient),
         EventKind::Return(ReturnEvent {
             answer: q,
+            call_seq: b.call_seq(2, q),
             interface: "Mining".into(),
             method: "checkBlock".into(),
             outcome: "exception".into(),
@@ -527,6 +541,7 @@ pub(crate) fn session() -> Vec<Event> {
         EventKind::ConnClosed {
             reason: "process exited".into(),
             pending_calls: vec![PendingCall {
+                call_seq: b.call_seq(2, q).expect("the call was pushed"),
                 dir: Direction::ClientToServer,
                 question: q,
                 method: "Mining.waitTipChanged".into(),

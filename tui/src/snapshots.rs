@@ -2,6 +2,9 @@
 //! [`App`], drawn on a `TestBackend` with an explicit `now`. Review changes with
 //! `cargo insta review`; CI fails on a changed snapshot instead of writing it.
 
+use std::sync::Arc;
+
+use mpspy_engine::SharedStats;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -16,8 +19,11 @@ fn app() -> App {
         live: true,
         history: 1000,
     });
-    for e in fixture::session() {
-        app.feed(Feed::Event(Box::new(e)));
+    let events = fixture::session();
+    // The engine's statistics come with the session, as live and replay runs hand them over.
+    app.feed(Feed::Stats(SharedStats::from_events(&events)));
+    for e in events {
+        app.feed(Feed::Event(Arc::new(e)));
     }
     app.feed(Feed::Output {
         t_ns: 5_000_000,
@@ -101,13 +107,14 @@ fn paused_hides_newer_rows() {
         history: 1000,
     });
     let events = fixture::session();
+    a.feed(Feed::Stats(SharedStats::from_events(&events)));
     let half = events.len() / 2;
     for e in events[..half].iter().cloned() {
-        a.feed(Feed::Event(Box::new(e)));
+        a.feed(Feed::Event(Arc::new(e)));
     }
     key(&mut a, KeyCode::Char(' '));
     for e in events[half..].iter().cloned() {
-        a.feed(Feed::Event(Box::new(e)));
+        a.feed(Feed::Event(Arc::new(e)));
     }
     insta::assert_snapshot!(draw(&a, 110, 20));
 }
@@ -169,7 +176,7 @@ fn pending_latency_ticks_with_now() {
     let events = fixture::session();
     // Everything up to (not including) the disconnect: waitTipChanged is pending.
     for e in events[..events.len() - 1].iter().cloned() {
-        a.feed(Feed::Event(Box::new(e)));
+        a.feed(Feed::Event(Arc::new(e)));
     }
     let at = |now: u64| {
         let mut t = Terminal::new(TestBackend::new(100, 30)).unwrap();
@@ -213,7 +220,7 @@ fn thread_lanes_with_a_call_in_flight() {
     let events = fixture::session();
     // Before the disconnect: waitTipChanged is still running on its lane.
     for e in events[..events.len() - 1].iter().cloned() {
-        a.feed(Feed::Event(Box::new(e)));
+        a.feed(Feed::Event(Arc::new(e)));
     }
     key(&mut a, KeyCode::Char('5'));
     key(&mut a, KeyCode::Down);

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use mpspy_engine::stats::Stats;
+use mpspy_engine::SharedStats;
 use mpspy_schema::event::{CapInfo, ConnId, Direction, Peer, PendingCall, Side, qualified};
 use mpspy_schema::rpc::{CapDescriptor, ExceptionInfo};
 use mpspy_schema::value::Value;
@@ -213,12 +213,15 @@ pub(crate) struct State {
     pub(crate) evicted: u64,
     /// Frame bytes of the rows in the ring.
     bytes_held: usize,
-    /// Open questions: (conn, caller direction, question) → row id.
-    open: HashMap<(ConnId, Direction, u32), u64>,
+    /// Rows still waiting for their return, by the `seq` of their call event: returns,
+    /// finishes and disconnects name the call they belong to (the engine pairs them), so the
+    /// UI never matches question ids itself.
+    open: HashMap<u64, u64>,
     pub(crate) conns: BTreeMap<ConnId, Conn>,
     /// Thread lanes by (connection, callee thread).
     pub(crate) lanes: BTreeMap<(ConnId, String), Lane>,
-    pub(crate) stats: Stats,
+    /// The engine's per-method statistics (the same numbers the exit summary prints).
+    pub(crate) stats: SharedStats,
     pub(crate) log: VecDeque<LogLine>,
     pub(crate) log_total: u64,
     pub(crate) problems: u64,
@@ -245,7 +248,7 @@ impl State {
             open: HashMap::new(),
             conns: BTreeMap::new(),
             lanes: BTreeMap::new(),
-            stats: Stats::default(),
+            stats: SharedStats::default(),
             log: VecDeque::new(),
             log_total: 0,
             problems: 0,
@@ -320,7 +323,7 @@ impl State {
     fn push_row(&mut self, mut row: CallRow) {
         row.id = self.next_id;
         self.next_id += 1;
-        self.open.insert((row.conn, row.dir, row.question), row.id);
+        self.open.insert(row.seq, row.id);
         self.bytes_held += row.bytes;
         self.calls.push_back(row);
         self.calls_total += 1;
@@ -346,7 +349,6 @@ impl State {
     /// Folds one event in.
     pub(crate) fn apply(&mut self, e: &Event) {
         self.last_ns = self.last_ns.max(e.t_ns);
-        self.stats.fold(e);
         let dir = e.dir.unwrap_or(Direction::ClientToServer);
         match &e.kind {
             EventKind::Session {
@@ -375,13 +377,10 @@ impl State {
                 pending_calls,
                 live_caps,
             } => {
-                let ids: Vec<u64> = self
-                    .open
+                let ids: Vec<u64> = pending_calls
                     .iter()
-                    .filter(|((c, _, _), _)| *c == e.conn)
-                    .map(|(_, id)| *id)
+                    .filter_map(|p| self.open.remove(&p.call_seq))
                     .collect();
-                self.open.retain(|(c, _, _), _| *c != e.conn);
                 for id in ids {
                     if let Some(r) = self.row_mut(id) {
                         r.ended_ns = Some(e.t_ns);
@@ -492,8 +491,7 @@ impl State {
                 });
             }
             EventKind::Return(r) => {
-                let key = (e.conn, dir.reverse(), r.answer);
-                if let Some(id) = self.open.remove(&key)
+                if let Some(id) = r.call_seq.and_then(|call| self.open.remove(&call))
                     && let Some(row) = self.row_mut(id)
                 {
                     row.status = match r.outcome.as_str() {
@@ -530,12 +528,11 @@ impl State {
                 }
             }
             EventKind::Finish {
-                question,
+                call_seq: Some(call),
                 cancel: true,
                 ..
             } => {
-                let key = (e.conn, dir, *question);
-                if let Some(&id) = self.open.get(&key)
+                if let Some(&id) = self.open.get(call)
                     && let Some(row) = self.row_mut(id)
                 {
                     row.canceled_ns = Some(e.t_ns);
@@ -718,7 +715,6 @@ mod tests {
                 .iter()
                 .any(|c| c.info.cap == "Echo#1" && c.info.destroyed)
         );
-        assert_eq!(s.stats.methods["Echo.echo"].count, 3);
     }
 
     #[test]
@@ -746,12 +742,34 @@ mod tests {
         }
         assert_eq!(s.calls.len(), 4);
         assert_eq!(s.evicted, s.calls_total - 4);
-        // Aggregates keep everything.
-        assert_eq!(s.stats.methods["Echo.echo"].count, 3);
         // A row id from before the ring start is gone, not aliased.
         assert!(s.row(0).is_none());
         let last = s.calls.back().unwrap().id;
         assert_eq!(s.row(last).unwrap().id, last);
+    }
+
+    /// The per-method numbers are the engine's: the UI folds none of its own, so what it
+    /// shows cannot drift from the exit summary when events are dropped on the way to it.
+    #[test]
+    fn method_statistics_are_the_engines_not_folded_from_the_events_shown() {
+        let events = fixture::session();
+        let mut s = State::new(100);
+        for e in &events {
+            s.apply(e);
+        }
+        assert!(s.stats.lock().methods.is_empty());
+        // Only half the events reach the UI; the engine saw them all.
+        let engine = SharedStats::from_events(&events);
+        let mut s = State::new(100);
+        s.stats = engine.clone();
+        for e in &events[..events.len() / 2] {
+            s.apply(e);
+        }
+        assert_eq!(s.stats.lock().methods["Echo.echo"].count, 3);
+        assert_eq!(
+            s.stats.lock().methods["Mining.waitTipChanged"].unanswered,
+            1
+        );
     }
 
     #[test]
@@ -763,6 +781,7 @@ mod tests {
             .unwrap();
         for i in 0..40u32 {
             let mut e = big.clone();
+            e.seq = u64::from(i);
             if let EventKind::Call(c) = &mut e.kind {
                 c.question = i;
                 c.bytes = 16 << 20;

@@ -386,6 +386,9 @@ fn render_detail(frame: &mut Frame, app: &App, area: Rect, lines: &[TreeLine]) {
 
 fn render_methods(frame: &mut Frame, app: &App, area: Rect) {
     let names = app.method_names();
+    // The engine folds into these while we draw: hold them for this screen only (methods are
+    // never removed, so every name listed is there).
+    let stats = app.state.stats.lock();
     let sel = app.method_sel.min(names.len().saturating_sub(1));
     let [table_area, hist_area] = if area.width >= 140 {
         Layout::horizontal([Constraint::Length(96), Constraint::Min(40)]).areas(area)
@@ -410,7 +413,7 @@ fn render_methods(frame: &mut Frame, app: &App, area: Rect) {
                     .style(Style::new().dim().italic()),
             );
         }
-        let m = &app.state.stats.methods[name];
+        let m = &stats.methods[name];
         let errors = Span::styled(
             m.errors.to_string(),
             if m.errors > 0 {
@@ -472,7 +475,7 @@ fn render_methods(frame: &mut Frame, app: &App, area: Rect) {
         );
         return;
     };
-    let m = &app.state.stats.methods[name];
+    let m = &stats.methods[name];
     let lines = histogram_lines(&m.latency, hist_area.width.saturating_sub(22) as usize);
     let block = Block::new()
         .borders(Borders::TOP)
