@@ -3,7 +3,10 @@
 //! A read may hold several frames and a frame may span many reads (a relay saw 40 KB messages
 //! arrive in 8 KiB chunks), so frames are reassembled from the segment table, never by read.
 
+use mpspy_schema::event::{ConnId, Direction};
 use mpspy_schema::value::hex;
+
+use crate::{BadBytes, Tapped};
 use mpspy_schema::wire::{self, WireError};
 
 /// Bytes of a bad frame shown in an `undecodable` event.
@@ -29,7 +32,43 @@ pub enum Piece {
         reason: String,
         /// The first bytes in hex.
         hex: String,
+        /// Framing was lost: the rest of this direction is not decoded (else a torn tail).
+        stopped: bool,
     },
+}
+
+impl Piece {
+    /// The engine's input for this piece of connection `conn`'s direction `dir`, seen at
+    /// `t_ns`.
+    pub fn tapped(self, conn: ConnId, dir: Direction, t_ns: u64) -> Tapped {
+        match self {
+            Piece::Frame { offset, bytes } => Tapped::Frame {
+                conn,
+                dir,
+                t_ns,
+                offset,
+                bytes,
+            },
+            Piece::Bad {
+                offset,
+                len,
+                reason,
+                hex,
+                stopped,
+            } => Tapped::Bad {
+                conn,
+                dir,
+                t_ns,
+                bad: BadBytes {
+                    offset,
+                    len,
+                    reason,
+                    hex,
+                    stopped,
+                },
+            },
+        }
+    }
 }
 
 /// Incremental frame splitter for one direction.
@@ -42,6 +81,10 @@ pub struct Splitter {
     stopped: bool,
     /// Bytes seen after framing was lost.
     skipped: u64,
+    /// Framing was lost here (offset, why) and the excerpt for the report is still being
+    /// collected: the report waits for [`HEX_EXCERPT`] bytes (or the end of the stream), so it
+    /// reads the same however the stream was cut into reads.
+    losing: Option<(u64, String)>,
 }
 
 impl Splitter {
@@ -64,6 +107,13 @@ impl Splitter {
     pub fn push(&mut self, data: &[u8], out: &mut Vec<Piece>) {
         if self.stopped {
             self.skipped += data.len() as u64;
+            if self.losing.is_some() {
+                let want = HEX_EXCERPT.saturating_sub(self.buf.len()).min(data.len());
+                self.buf.extend_from_slice(&data[..want]);
+                if self.buf.len() == HEX_EXCERPT {
+                    out.extend(self.lost());
+                }
+            }
             return;
         }
         // Fast path: with nothing buffered, frames wholly inside this read are copied once,
@@ -103,16 +153,18 @@ impl Splitter {
                 Err(e) => {
                     // Without a trustworthy segment table there is no next frame boundary to
                     // find, so this direction stops decoding; the relay keeps forwarding.
-                    let rest = &self.buf[at..];
-                    out.push(Piece::Bad {
-                        offset: self.offset + at as u64,
-                        len: rest.len(),
-                        reason: format!("{e}; decoding of this direction stops here"),
-                        hex: hex(&rest[..rest.len().min(HEX_EXCERPT)]),
-                    });
+                    let rest = self.buf.split_off(at);
                     self.skipped += rest.len() as u64;
                     self.stopped = true;
-                    self.buf = Vec::new();
+                    self.losing = Some((
+                        self.offset + at as u64,
+                        format!("{e}; decoding of this direction stops here"),
+                    ));
+                    self.buf = rest;
+                    self.buf.truncate(HEX_EXCERPT);
+                    if self.buf.len() == HEX_EXCERPT {
+                        out.extend(self.lost());
+                    }
                     return;
                 }
             }
@@ -123,7 +175,10 @@ impl Splitter {
 
     /// Ends the stream: a partial frame left over becomes a `Bad` piece (a torn tail).
     pub fn finish(&mut self) -> Option<Piece> {
-        if self.stopped || self.buf.is_empty() {
+        if self.stopped {
+            return self.lost();
+        }
+        if self.buf.is_empty() {
             return None;
         }
         let need = match wire::frame_len(&self.buf) {
@@ -138,10 +193,26 @@ impl Splitter {
                 self.buf.len()
             ),
             hex: hex(&self.buf[..self.buf.len().min(HEX_EXCERPT)]),
+            stopped: false,
         };
         self.offset += self.buf.len() as u64;
         self.buf.clear();
         Some(piece)
+    }
+}
+
+impl Splitter {
+    /// The report of lost framing, once: its excerpt is what was collected.
+    fn lost(&mut self) -> Option<Piece> {
+        let (offset, reason) = self.losing.take()?;
+        let excerpt = std::mem::take(&mut self.buf);
+        Some(Piece::Bad {
+            offset,
+            len: excerpt.len(),
+            reason,
+            hex: hex(&excerpt),
+            stopped: true,
+        })
     }
 }
 

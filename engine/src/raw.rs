@@ -223,6 +223,7 @@ fn feed(session: &mut Session, conn: ConnId, dir: Direction, p: &Piece) {
             len,
             reason,
             hex,
+            stopped,
         } => session.undecodable(
             conn,
             dir,
@@ -232,7 +233,7 @@ fn feed(session: &mut Session, conn: ConnId, dir: Direction, p: &Piece) {
                 len: *len,
                 reason: reason.clone(),
                 hex: hex.clone(),
-                stopped: true,
+                stopped: *stopped,
             },
         ),
     }

@@ -1,9 +1,10 @@
-//! Random and mutated bytes never panic the splitter, the envelope decoder or the walker.
-//! (A property test now; coverage-guided fuzzing can reuse the same entry points later.)
+//! Random and mutated bytes never panic the splitter, the envelope decoder or the walker, and
+//! however a stream is cut into reads, the engine gives the same events as for the whole
+//! stream. (`fuzz/` drives the same entry points coverage-guided.)
 
 use mpspy_engine::framing::{Piece, Splitter, split_all};
 use mpspy_engine::raw::decode_pair;
-use mpspy_engine::{SchemaConfig, Session};
+use mpspy_engine::{SchemaConfig, Session, Tapped};
 use mpspy_schema::Direction;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -48,6 +49,82 @@ fn mutate(base: &[u8], flips: &[(Index, u8)]) -> Vec<u8> {
     b
 }
 
+/// Events of a two-direction session whose frames are taken in the order `turns` gives
+/// (true: client to server), each direction cut into reads of the sizes in `reads` (cycled),
+/// or taken whole when `reads` is empty. A piece gets the time of its place in that order, so
+/// only the cutting differs between runs.
+fn chunked_events(c2s: &[u8], s2c: &[u8], turns: &[bool], reads: &[usize]) -> String {
+    struct Side<'a> {
+        dir: Direction,
+        bytes: &'a [u8],
+        at: usize,
+        splitter: Splitter,
+        ready: std::collections::VecDeque<Piece>,
+        done: bool,
+    }
+    impl Side<'_> {
+        /// The next piece, reading more of the stream as needed.
+        fn next(&mut self, reads: &[usize], read_no: &mut usize) -> Option<Piece> {
+            while self.ready.is_empty() && !self.done {
+                if self.at == self.bytes.len() {
+                    self.ready.extend(self.splitter.finish());
+                    self.done = true;
+                    break;
+                }
+                let n = if reads.is_empty() {
+                    self.bytes.len()
+                } else {
+                    reads[*read_no % reads.len()].max(1)
+                };
+                *read_no += 1;
+                let end = (self.at + n).min(self.bytes.len());
+                let mut out = Vec::new();
+                self.splitter.push(&self.bytes[self.at..end], &mut out);
+                self.ready.extend(out);
+                self.at = end;
+            }
+            self.ready.pop_front()
+        }
+    }
+    let side = |dir, bytes| Side {
+        dir,
+        bytes,
+        at: 0,
+        splitter: Splitter::new(),
+        ready: Default::default(),
+        done: false,
+    };
+    let mut sides = [
+        side(Direction::ClientToServer, c2s),
+        side(Direction::ServerToClient, s2c),
+    ];
+    let mut session = Session::new(SchemaConfig::default());
+    session.apply(&Tapped::Opened {
+        conn: 1,
+        t_ns: 0,
+        label: "chunks".into(),
+        client: None,
+        server: None,
+    });
+    let (mut read_no, mut t) = (0, 0u64);
+    let mut turn = turns.iter().cycle();
+    loop {
+        let first = usize::from(!*turn.next().unwrap_or(&true));
+        let mut got = None;
+        for i in [first, 1 - first] {
+            if let Some(p) = sides[i].next(reads, &mut read_no) {
+                got = Some((i, p));
+                break;
+            }
+        }
+        let Some((i, p)) = got else { break };
+        t += 1;
+        session.apply(&p.tapped(1, sides[i].dir, t));
+    }
+    session.close(1, t + 1, "end");
+    format!("{:?}", session.drain())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -79,6 +156,23 @@ proptest! {
         let d = mutate(CALC_S2C, &flips);
         let cut = cut.index(d.len());
         run_pair(&c, &d[..cut]);
+    }
+
+    /// Reads of any size, in any interleaving of the directions, give the events of the
+    /// whole streams (real captures, and mutated ones with undecodable stretches).
+    #[test]
+    fn chunked_sessions_give_the_events_of_whole_ones(
+        reads in prop::collection::vec(1usize..400, 1..16),
+        turns in prop::collection::vec(any::<bool>(), 1..8),
+        flips in prop::collection::vec((any::<Index>(), any::<u8>()), 0..4),
+    ) {
+        for (c, d) in [(PY_C2S, PY_S2C), (CALC_C2S, CALC_S2C)] {
+            let c = mutate(c, &flips);
+            prop_assert_eq!(
+                chunked_events(&c, d, &turns, &reads),
+                chunked_events(&c, d, &turns, &[])
+            );
+        }
     }
 
     #[test]

@@ -26,9 +26,8 @@ use std::time::Instant;
 use mpspy_schema::event::{ConnId, Direction, Peer};
 
 use crate::tap::Tap;
-use mpspy_engine::BadBytes;
 use mpspy_engine::Tapped;
-use mpspy_engine::framing::{Piece, Splitter};
+use mpspy_engine::framing::Splitter;
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 64 * 1024;
@@ -281,7 +280,7 @@ fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &
             batch.extend(
                 pieces
                     .drain(..)
-                    .map(|p| Arc::new(tapped(conn, dir, t_ns, p, true))),
+                    .map(|p| Arc::new(p.tapped(conn, dir, t_ns))),
             );
             tap.send_batch(&batch);
             batch.clear();
@@ -293,38 +292,9 @@ fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &
         }
     };
     if let Some(p) = splitter.finish() {
-        tap.send(tapped(conn, dir, tap.clock.now_ns(), p, false));
+        tap.send(p.tapped(conn, dir, tap.clock.now_ns()));
     }
     end
-}
-
-fn tapped(conn: ConnId, dir: Direction, t_ns: u64, p: Piece, stopped: bool) -> Tapped {
-    match p {
-        Piece::Frame { offset, bytes } => Tapped::Frame {
-            conn,
-            dir,
-            t_ns,
-            offset,
-            bytes,
-        },
-        Piece::Bad {
-            offset,
-            len,
-            reason,
-            hex,
-        } => Tapped::Bad {
-            conn,
-            dir,
-            t_ns,
-            bad: BadBytes {
-                offset,
-                len,
-                reason,
-                hex,
-                stopped,
-            },
-        },
-    }
 }
 
 /// Describes a new connection from its two sockets (client side, server side), e.g. by the

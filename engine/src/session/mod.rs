@@ -1200,3 +1200,6 @@ fn answer_cap_indices(p: &Payload<'_>) -> Vec<(Vec<u16>, u32)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
