@@ -31,15 +31,15 @@ pub(crate) fn capture(
     config: &SchemaConfig,
     clock: Clock,
 ) -> Result<(Tap, TapReceiver, Option<Recording>)> {
-    use mpspy_recorder::record::{RECORD_BUDGET, Recorder, record_live};
-    use mpspy_recorder::tap::DECODE_BUDGET;
+    use mpspy_recorder::record::{RECORDER, Recorder, record_live};
+    use mpspy_recorder::tap::DECODER;
     let Some(path) = &args.record else {
-        let (tap, rx) = Tap::single(clock, DECODE_BUDGET);
+        let (tap, rx) = Tap::single(clock, DECODER);
         return Ok((tap, rx, None));
     };
     let recorder = Recorder::create(path, &config.choice.to_string(), clock.start_unix_ns)
         .with_context(|| format!("--record {}", path.display()))?;
-    let (tap, mut rx) = Tap::new(clock, &[DECODE_BUDGET, RECORD_BUDGET]);
+    let (tap, mut rx) = Tap::new(clock, &[DECODER, RECORDER]);
     let record_rx = rx.pop().expect("two receivers");
     let decode_rx = rx.pop().expect("two receivers");
     let writer = record_live(recorder, record_rx, clock).context("starting the recording")?;
@@ -65,7 +65,7 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
     let mut outputs = Outputs::new();
     outputs.recording = recording.map(|r| r.path.clone());
     if let Some(target) = &args.json {
-        outputs.json(target, true)?;
+        outputs.json(target)?;
     }
     Ok(outputs)
 }
@@ -85,6 +85,10 @@ pub(crate) fn start_decoder(
         .spawn(move || {
             while let Some(item) = rx.recv(&clock) {
                 outputs.item(&mut session, &item);
+                // The next item may be a while away (the receiver lingers between batches).
+                if rx.is_drained() {
+                    outputs.flush();
+                }
             }
             outputs.finish();
             outputs

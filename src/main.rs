@@ -160,7 +160,7 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.json {
-        outputs.json("-", false)?;
+        outputs.json("-")?;
     } else {
         outputs.text_stdout();
     }

@@ -29,6 +29,10 @@ fn item_time(item: &Tapped) -> u64 {
     }
 }
 
+/// Buffer of each output: a live session writes it out once per batch of frames (see
+/// [`Outputs::flush`]), a replay whenever it fills, so one write takes hundreds of lines.
+const OUT_BUF: usize = 64 << 10;
+
 /// Where events go.
 pub(crate) struct Outputs {
     sinks: Vec<Box<dyn Sink + Send>>,
@@ -56,17 +60,15 @@ impl Outputs {
         }
     }
 
-    /// `--json FILE|-`; `live` flushes every line.
-    pub(crate) fn json(&mut self, target: &str, live: bool) -> Result<()> {
+    /// `--json FILE|-` (written out at every [`Outputs::flush`] and at the end).
+    pub(crate) fn json(&mut self, target: &str) -> Result<()> {
         let out: Box<dyn io::Write + Send> = if target == "-" {
-            Box::new(BufWriter::new(io::stdout()))
+            Box::new(BufWriter::with_capacity(OUT_BUF, io::stdout()))
         } else {
             let f = File::create(target).with_context(|| format!("--json {target}"))?;
-            Box::new(BufWriter::new(f))
+            Box::new(BufWriter::with_capacity(OUT_BUF, f))
         };
-        let sink = JsonLines::new(out);
-        self.sinks
-            .push(Box::new(if live { sink.line_flushed() } else { sink }));
+        self.sinks.push(Box::new(JsonLines::new(out)));
         Ok(())
     }
 
@@ -75,16 +77,20 @@ impl Outputs {
         self.sinks.push(sink);
     }
 
-    /// Readable lines on stderr (`brief`: only calls, returns, releases, connections, problems).
+    /// Readable lines on stderr (`brief`: only calls, returns, releases, connections, problems),
+    /// written out at every [`Outputs::flush`]: one write per batch, not per line.
     pub(crate) fn text_stderr(&mut self, brief: bool) {
-        self.sinks
-            .push(Box::new(TextLines::new(io::stderr(), true).brief(brief)));
+        self.sinks.push(Box::new(
+            TextLines::new(BufWriter::with_capacity(OUT_BUF, io::stderr()), true).brief(brief),
+        ));
     }
 
     /// Readable lines on stdout (replay without --json).
     pub(crate) fn text_stdout(&mut self) {
-        self.sinks
-            .push(Box::new(TextLines::new(BufWriter::new(io::stdout()), true)));
+        self.sinks.push(Box::new(TextLines::new(
+            BufWriter::with_capacity(OUT_BUF, io::stdout()),
+            true,
+        )));
     }
 
     /// Starts `session` (its header event) and takes its statistics; every sink that shows
@@ -147,6 +153,14 @@ impl Outputs {
                 self.error
                     .get_or_insert(anyhow::Error::new(err).context("writing events"));
             }
+        }
+    }
+
+    /// Writes out what the sinks buffered: the decoder calls it whenever it has handled
+    /// everything it took from its queue, so a live reader is never more than a batch behind.
+    pub(crate) fn flush(&mut self) {
+        for s in &mut self.sinks {
+            let _ = s.flush();
         }
     }
 

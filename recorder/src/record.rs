@@ -17,7 +17,8 @@
 //!
 //! Live, the recording is written by its own thread ([`record_live`]) from its own queue on the
 //! tap, beside the decoder: it holds every frame that crossed the relay, whether or not decoding
-//! kept up. It is flushed in batches (every 64 KiB, and at least every 50 ms), so a crash loses
+//! kept up. It is flushed in batches (every 64 KiB, and a frame is in the file within 50 ms of
+//! crossing the relay: see [`RECORDER`]), so a crash loses
 //! at most that much; the reader stops quietly at a torn tail.
 
 use std::borrow::Cow;
@@ -27,6 +28,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::tap::Consumer;
 use mpspy_schema::event::{ConnId, Direction, NoticeLevel, Peer};
 use pcap_file::DataLink;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
@@ -146,11 +148,18 @@ pub struct Recorder<W: Write> {
 
 /// Bytes buffered before a write to the file (and a flush at most this far apart).
 const FLUSH_BYTES: usize = 64 << 10;
-/// The longest a live recording keeps frames buffered.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest a live recording keeps frames buffered once it has taken them from its queue.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 /// The recording writer's queue on the tap: bytes of frames it may fall behind the relay by
 /// before it loses some (counted in the file).
 pub const RECORD_BUDGET: usize = 256 << 20;
+/// The recording writer on the tap: it looks at its queue every 25 ms while traffic flows, so a
+/// frame reaches the file within 50 ms (this plus [`FLUSH_INTERVAL`]), which is what a SIGKILL
+/// can cost.
+pub const RECORDER: Consumer = Consumer {
+    budget: RECORD_BUDGET,
+    linger: Duration::from_millis(25),
+};
 
 impl<W: Write> std::fmt::Debug for Recorder<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

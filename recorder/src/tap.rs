@@ -6,8 +6,15 @@
 //! of its own bounded by bytes, not by items: a burst of small frames fits, and a consumer that
 //! falls behind loses frames only once its budget is full, without slowing the relay or the
 //! other consumers. Items are shared ([`Arc`]), never copied per consumer. A relay hands over
-//! everything one read produced in one [`Tap::send_batch`]: one lock per consumer, and a
-//! wake-up only for a consumer that is waiting.
+//! everything one read produced in one [`Tap::send_batch`]: one lock per consumer.
+//!
+//! Wake-ups are what a busy relay pays for most (a futex call in the pump and two context
+//! switches per frame, more than decoding the frame costs), so a consumer may *linger*
+//! ([`Consumer::linger`]): while traffic flows it sleeps that long between looks at its queue
+//! and takes everything queued in one go, and the pumps wake it only when it is idle (the
+//! first frame after a quiet spell) or when its queue passes a size that should not wait.
+//! Frames carry the time the pump saw them, so lingering delays their decoding, never their
+//! timestamps.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -56,6 +63,37 @@ fn cost(item: &Tapped) -> usize {
     }
 }
 
+/// How one consumer takes its items.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumer {
+    /// Bytes of frames its queue may hold before frames are dropped for it.
+    pub budget: usize,
+    /// How long it may sleep between looks at its queue while traffic flows (zero: woken for
+    /// every batch).
+    pub linger: Duration,
+}
+
+impl Consumer {
+    /// Woken for every batch (tests and tools).
+    pub fn eager(budget: usize) -> Self {
+        Consumer {
+            budget,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
+/// The live decoder: 2 ms is far below what a person sees on the UI (drawn ten times a
+/// second) or in a followed JSON log, and turns a wake-up per frame into one per 2 ms.
+pub const DECODER: Consumer = Consumer {
+    budget: DECODE_BUDGET,
+    linger: Duration::from_millis(2),
+};
+
+/// A lingering consumer is woken early once this many bytes wait for it, so a burst is taken
+/// while it is still cheap to hold.
+const WAKE_BYTES: usize = 1 << 20;
+
 /// One consumer's queue.
 #[derive(Debug)]
 struct Queue {
@@ -63,6 +101,7 @@ struct Queue {
     ready: Condvar,
     /// Bytes of frames it may hold.
     budget: usize,
+    linger: Duration,
 }
 
 /// A queued item, or a run of drops at that place in the stream.
@@ -72,12 +111,25 @@ enum Entry {
     Dropped(u64),
 }
 
+/// What the consumer is doing, as far as the pumps need to know.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    /// Working, or already woken: no wake-up needed.
+    #[default]
+    Busy,
+    /// Asleep for at most its linger time: wake it only for a large queue.
+    Lingering,
+    /// Asleep until something comes.
+    Idle,
+}
+
 #[derive(Debug, Default)]
 struct QueueState {
     items: VecDeque<Entry>,
     bytes: usize,
-    /// The consumer sleeps in `recv` (only then is a wake-up needed).
-    waiting: bool,
+    waiter: Waiter,
+    /// Times a pump woke the consumer (what lingering saves).
+    wakeups: u64,
     finished: bool,
     /// Frames dropped for this consumer, in all and per connection.
     dropped: u64,
@@ -111,7 +163,14 @@ impl Queue {
             q.bytes += c;
             q.items.push_back(Entry::Item(item.clone()));
         }
-        if q.waiting {
+        let wake = match q.waiter {
+            Waiter::Busy => false,
+            Waiter::Lingering => q.bytes >= WAKE_BYTES.min(self.budget / 2),
+            Waiter::Idle => true,
+        };
+        if wake {
+            q.waiter = Waiter::Busy;
+            q.wakeups += 1;
             self.ready.notify_one();
         }
     }
@@ -141,22 +200,25 @@ pub struct Tap {
 pub const DECODE_BUDGET: usize = 256 << 20;
 
 impl Tap {
-    /// A tap with one consumer per entry of `budgets` (bytes of frames each may hold), and
-    /// their receiving ends in the same order.
-    pub fn new(clock: Clock, budgets: &[usize]) -> (Tap, Vec<TapReceiver>) {
-        let queues: Vec<Arc<Queue>> = budgets
+    /// A tap with one queue per consumer, and their receiving ends in the same order.
+    pub fn new(clock: Clock, consumers: &[Consumer]) -> (Tap, Vec<TapReceiver>) {
+        let queues: Vec<Arc<Queue>> = consumers
             .iter()
-            .map(|&budget| {
+            .map(|c| {
                 Arc::new(Queue {
                     state: Mutex::default(),
                     ready: Condvar::new(),
-                    budget,
+                    budget: c.budget,
+                    linger: c.linger,
                 })
             })
             .collect();
         let receivers = queues
             .iter()
-            .map(|q| TapReceiver { queue: q.clone() })
+            .map(|q| TapReceiver {
+                queue: q.clone(),
+                taken: VecDeque::new(),
+            })
             .collect();
         (
             Tap {
@@ -169,8 +231,8 @@ impl Tap {
     }
 
     /// A tap with one consumer (tests, tools).
-    pub fn single(clock: Clock, budget: usize) -> (Tap, TapReceiver) {
-        let (tap, mut rx) = Tap::new(clock, &[budget]);
+    pub fn single(clock: Clock, consumer: Consumer) -> (Tap, TapReceiver) {
+        let (tap, mut rx) = Tap::new(clock, &[consumer]);
         (tap, rx.remove(0))
     }
 
@@ -225,6 +287,8 @@ impl Tap {
 #[derive(Debug)]
 pub struct TapReceiver {
     queue: Arc<Queue>,
+    /// Entries taken from the queue in one go, not yet handed out.
+    taken: VecDeque<Entry>,
 }
 
 impl TapReceiver {
@@ -244,44 +308,73 @@ impl TapReceiver {
         self.recv_until(clock, Some(Instant::now() + timeout))
     }
 
+    /// Whether everything taken so far has been handed out: the next call looks at the queue
+    /// (and may sleep), so this is the moment to flush what the consumer wrote.
+    pub fn is_drained(&self) -> bool {
+        self.taken.is_empty()
+    }
+
     fn recv_until(
         &mut self,
         clock: &Clock,
         deadline: Option<Instant>,
     ) -> Result<Option<Arc<Tapped>>, ()> {
+        if self.taken.is_empty() {
+            self.take(deadline)?;
+        }
+        Ok(self.taken.pop_front().map(|entry| match entry {
+            Entry::Item(item) => item,
+            Entry::Dropped(count) => Arc::new(Tapped::Dropped {
+                t_ns: clock.now_ns(),
+                count,
+            }),
+        }))
+    }
+
+    /// Takes everything queued, waiting for something first if need be. Leaves `taken` empty
+    /// only when the tap has finished (or on a poisoned lock).
+    fn take(&mut self, deadline: Option<Instant>) -> Result<(), ()> {
         let Ok(mut q) = self.queue.state.lock() else {
-            return Ok(None);
+            return Ok(());
         };
+        // After a look that found work, linger before the next (traffic is flowing); after an
+        // empty look, sleep until woken.
+        let mut lingered = false;
         loop {
-            match q.items.pop_front() {
-                Some(Entry::Item(item)) => {
-                    q.bytes -= cost(&item);
-                    return Ok(Some(item));
-                }
-                Some(Entry::Dropped(count)) => {
-                    return Ok(Some(Arc::new(Tapped::Dropped {
-                        t_ns: clock.now_ns(),
-                        count,
-                    })));
-                }
-                None => {}
+            if !q.items.is_empty() {
+                std::mem::swap(&mut q.items, &mut self.taken);
+                q.bytes = 0;
+                q.waiter = Waiter::Busy;
+                return Ok(());
             }
             if q.finished {
-                return Ok(None);
+                return Ok(());
             }
-            q.waiting = true;
-            q = match deadline {
-                None => self.queue.ready.wait(q).map_err(|_| ())?,
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        q.waiting = false;
-                        return Err(());
-                    }
-                    self.queue.ready.wait_timeout(q, d - now).map_err(|_| ())?.0
-                }
+            let linger = !self.queue.linger.is_zero() && !lingered;
+            let wait = match (linger, deadline) {
+                (true, Some(d)) => Some(
+                    self.queue
+                        .linger
+                        .min(d.saturating_duration_since(Instant::now())),
+                ),
+                (true, None) => Some(self.queue.linger),
+                (false, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+                (false, None) => None,
             };
-            q.waiting = false;
+            if !linger && wait.is_some_and(|w| w.is_zero()) {
+                q.waiter = Waiter::Busy;
+                return Err(());
+            }
+            q.waiter = if linger {
+                Waiter::Lingering
+            } else {
+                Waiter::Idle
+            };
+            q = match wait {
+                None => self.queue.ready.wait(q).map_err(|_| ())?,
+                Some(w) => self.queue.ready.wait_timeout(q, w).map_err(|_| ())?.0,
+            };
+            lingered |= linger;
         }
     }
 
@@ -315,7 +408,7 @@ mod tests {
     #[test]
     fn budgets_are_per_consumer_and_in_bytes() {
         let clock = Clock::start();
-        let (tap, mut rx) = Tap::new(clock, &[1000, 1 << 20]);
+        let (tap, mut rx) = Tap::new(clock, &[Consumer::eager(1000), Consumer::eager(1 << 20)]);
         let (mut small, mut big) = (rx.remove(0), rx.remove(0));
         for _ in 0..10 {
             tap.send(frame(3, 400));
@@ -349,7 +442,7 @@ mod tests {
     #[test]
     fn consumers_share_items() {
         let clock = Clock::start();
-        let (tap, mut rx) = Tap::new(clock, &[1 << 20, 1 << 20]);
+        let (tap, mut rx) = Tap::new(clock, &[Consumer::eager(1 << 20), Consumer::eager(1 << 20)]);
         tap.send(frame(1, 10));
         let a = rx[0].recv(&clock).unwrap();
         let b = rx[1].recv(&clock).unwrap();
@@ -361,7 +454,14 @@ mod tests {
     #[test]
     fn consumers_see_concurrent_senders_in_one_order() {
         let clock = Clock::start();
-        let (tap, mut rx) = Tap::new(clock, &[1 << 30, 1 << 30, 1 << 30]);
+        let (tap, mut rx) = Tap::new(
+            clock,
+            &[
+                Consumer::eager(1 << 30),
+                Consumer::eager(1 << 30),
+                Consumer::eager(1 << 30),
+            ],
+        );
         let senders: Vec<_> = (0..4)
             .map(|conn| {
                 let tap = tap.clone();
@@ -390,10 +490,102 @@ mod tests {
         }
     }
 
+    fn state(rx: &TapReceiver) -> (Waiter, u64) {
+        let q = rx.queue.state.lock().unwrap();
+        (q.waiter, q.wakeups)
+    }
+
+    /// A lingering consumer is woken by the first frame after a quiet spell, then takes what
+    /// came meanwhile in one go: one wake-up for a burst, not one per batch; nothing lost or
+    /// reordered.
+    #[test]
+    fn a_lingering_consumer_is_woken_once_per_burst() {
+        let clock = Clock::start();
+        let lingering = Consumer {
+            budget: 1 << 20,
+            linger: Duration::from_millis(500),
+        };
+        let (tap, rx) = Tap::single(clock, lingering);
+        let consumer = std::thread::spawn(move || {
+            let mut rx = rx;
+            let mut lens = Vec::new();
+            while let Some(item) = rx.recv(&clock) {
+                if let Tapped::Frame { bytes, .. } = &*item {
+                    lens.push(bytes.len());
+                }
+            }
+            (lens, rx)
+        });
+        // The consumer finds its queue empty, lingers once, then sleeps until woken.
+        wait_until_idle(&tap);
+        for len in 0..1000 {
+            tap.send(frame(1, len));
+        }
+        tap.finish();
+        let (lens, rx) = consumer.join().unwrap();
+        assert_eq!(lens, (0..1000).collect::<Vec<_>>());
+        let (_, wakeups) = state(&rx);
+        assert!(
+            (1..=3).contains(&wakeups),
+            "{wakeups} wake-ups for 1000 sends"
+        );
+    }
+
+    /// A queue that grows large wakes a lingering consumer before its time is up.
+    #[test]
+    fn a_large_queue_wakes_a_lingering_consumer() {
+        let clock = Clock::start();
+        let (tap, mut rx) = Tap::single(
+            clock,
+            Consumer {
+                budget: 64 << 20,
+                linger: Duration::from_secs(3600),
+            },
+        );
+        tap.send(frame(1, 1));
+        assert!(rx.recv(&clock).is_some());
+        // Now it lingers: a small frame does not wake it, a megabyte does.
+        let waiting = std::thread::spawn(move || {
+            let got = rx.recv(&clock).map(|i| matches!(*i, Tapped::Frame { .. }));
+            (got, rx)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        tap.send(frame(1, 10));
+        tap.send(frame(1, WAKE_BYTES));
+        let (got, rx) = waiting.join().unwrap();
+        assert_eq!(got, Some(true));
+        assert_eq!(state(&rx).1, 1);
+    }
+
+    /// An eager consumer is woken for each batch it sleeps through.
+    #[test]
+    fn an_eager_consumer_is_woken_for_every_batch() {
+        let clock = Clock::start();
+        let (tap, mut rx) = Tap::single(clock, Consumer::eager(1 << 20));
+        for len in 0..3 {
+            let item = std::thread::scope(|s| {
+                let got = s.spawn(|| rx.recv(&clock));
+                wait_until_idle(&tap);
+                tap.send(frame(1, len));
+                got.join().unwrap()
+            });
+            assert!(item.is_some());
+        }
+        assert_eq!(state(&rx).1, 3);
+    }
+
+    fn wait_until_idle(tap: &Tap) {
+        let start = Instant::now();
+        while tap.queues[0].state.lock().unwrap().waiter != Waiter::Idle {
+            assert!(start.elapsed() < Duration::from_secs(10), "never idle");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn recv_timeout_returns_when_nothing_comes_and_wakes_for_an_item() {
         let clock = Clock::start();
-        let (tap, mut rx) = Tap::single(clock, 1 << 20);
+        let (tap, mut rx) = Tap::single(clock, Consumer::eager(1 << 20));
         assert!(rx.recv_timeout(&clock, Duration::from_millis(10)).is_err());
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));

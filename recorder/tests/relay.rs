@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 
 use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
-use mpspy_recorder::tap::{Clock, Tap, Tapped};
+use mpspy_recorder::tap::{Clock, Consumer, Tap, Tapped};
 use mpspy_schema::Direction;
 
 /// A deterministic stream of valid frames with varied sizes (1 segment, 1..300 words).
@@ -77,7 +77,7 @@ fn thousands_of_frames_pass_unchanged_both_ways() {
     });
 
     let clock = Clock::start();
-    let (tap, mut rx) = Tap::single(clock, 1 << 30);
+    let (tap, mut rx) = Tap::single(clock, Consumer::eager(1 << 30));
     let listener = UnixListener::bind(&public).unwrap();
     let _serving = serve(
         listener,
@@ -142,7 +142,7 @@ fn thousands_of_frames_pass_unchanged_both_ways() {
 #[test]
 fn a_full_tap_drops_and_counts_but_never_blocks_the_relay() {
     let clock = Clock::start();
-    let (tap, mut rx) = Tap::single(clock, 4 * (8 + 64));
+    let (tap, mut rx) = Tap::single(clock, Consumer::eager(4 * (8 + 64)));
     for i in 0..10 {
         tap.send(Tapped::Frame {
             conn: 1,

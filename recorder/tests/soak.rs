@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use mpspy_engine::framing::{Piece, Splitter};
 use mpspy_engine::{SchemaConfig, Session};
-use mpspy_recorder::record::{self, RECORD_BUDGET, Recorder, record_live};
+use mpspy_recorder::record::{self, RECORDER, Recorder, record_live};
 use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
-use mpspy_recorder::tap::{Clock, DECODE_BUDGET, Tap, Tapped};
+use mpspy_recorder::tap::{Clock, DECODER, Tap, Tapped};
 use mpspy_schema::Direction;
 use mpspy_schema::sets::Choice;
 use sha2::{Digest, Sha256};
@@ -127,7 +127,7 @@ fn soak_every_frame_crosses_unchanged_and_is_recorded() {
     // The capture side, as `mpspy --record` builds it: a decoder and the recording writer,
     // each on its own queue.
     let clock = Clock::start();
-    let (tap, mut rx) = Tap::new(clock, &[DECODE_BUDGET, RECORD_BUDGET]);
+    let (tap, mut rx) = Tap::new(clock, &[DECODER, RECORDER]);
     let record_rx = rx.pop().unwrap();
     let mut decode_rx = rx.pop().unwrap();
     let writer = record_live(

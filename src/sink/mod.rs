@@ -18,6 +18,12 @@ pub(crate) trait Sink {
     /// The engine's statistics for this session, given once at its start (for sinks that show
     /// them while it runs).
     fn stats(&mut self, _stats: &SharedStats) {}
+    /// Everything queued so far has been handed over: write out what is buffered, so a
+    /// reader following the output sees it (live sessions flush once per batch of frames,
+    /// not once per event).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// The stream ended.
     fn finish(&mut self) -> io::Result<()> {
         Ok(())

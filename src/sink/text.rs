@@ -20,6 +20,8 @@ pub(crate) struct TextLines<W: Write> {
     timed: bool,
     /// Only the events a person follows live: calls, returns, releases, connections, problems.
     brief: bool,
+    /// The line being written, reused.
+    line: String,
 }
 
 impl<W: Write> TextLines<W> {
@@ -28,6 +30,7 @@ impl<W: Write> TextLines<W> {
             out,
             timed,
             brief: false,
+            line: String::new(),
         }
     }
 
@@ -98,6 +101,12 @@ fn return_line(r: &ReturnEvent, s: &mut String) {
 /// The text of one event (without time and connection columns).
 pub(crate) fn describe(kind: &EventKind) -> String {
     let mut s = String::new();
+    describe_into(kind, &mut s);
+    s
+}
+
+/// [`describe`], appended to `s`.
+fn describe_into(kind: &EventKind, s: &mut String) {
     match kind {
         EventKind::Session {
             tool,
@@ -140,8 +149,8 @@ pub(crate) fn describe(kind: &EventKind) -> String {
         EventKind::Bootstrap { question, .. } => {
             let _ = write!(s, "bootstrap q{question}");
         }
-        EventKind::Call(c) => call_line(c, &mut s),
-        EventKind::Return(r) => return_line(r, &mut s),
+        EventKind::Call(c) => call_line(c, s),
+        EventKind::Return(r) => return_line(r, s),
         EventKind::Finish {
             question,
             method,
@@ -247,7 +256,6 @@ pub(crate) fn describe(kind: &EventKind) -> String {
             let _ = write!(s, "{}", kind.name());
         }
     }
-    s
 }
 
 impl<W: Write> Sink for TextLines<W> {
@@ -255,11 +263,21 @@ impl<W: Write> Sink for TextLines<W> {
         if self.brief && !in_brief(&e.kind) {
             return Ok(());
         }
+        // The line is built in memory and written at once (formatting straight into the
+        // writer makes a write call per piece).
         let dir = e.dir.map_or(" ", |d| d.arrow());
+        self.line.clear();
         if self.timed {
-            write!(self.out, "{:>12.6} ", e.t_ns as f64 / 1e9)?;
+            let _ = write!(self.line, "{:>12.6} ", e.t_ns as f64 / 1e9);
         }
-        writeln!(self.out, "#{} {dir} {}", e.conn, describe(&e.kind))
+        let _ = write!(self.line, "#{} {dir} ", e.conn);
+        describe_into(&e.kind, &mut self.line);
+        self.line.push('\n');
+        self.out.write_all(self.line.as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     fn finish(&mut self) -> io::Result<()> {
