@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hdrhistogram::Histogram;
 
 use mpspy_schema::Event;
-use mpspy_schema::event::{EventKind, qualified};
+use mpspy_schema::event::EventKind;
 
 /// Methods that block until something happens; their latency is waiting, not work, so they are
 /// reported apart.
@@ -73,6 +73,8 @@ impl MethodStats {
 pub struct Stats {
     /// By method name.
     pub methods: BTreeMap<String, MethodStats>,
+    /// A buffer for building `Interface.method` keys.
+    scratch: String,
 }
 
 impl Stats {
@@ -95,10 +97,20 @@ impl Stats {
     pub fn fold_kind(&mut self, kind: &EventKind) {
         match kind {
             EventKind::Return(r) => {
-                let m = self
-                    .methods
-                    .entry(qualified(&r.interface, &r.method))
-                    .or_default();
+                // Every return is folded: look the method up without allocating its name
+                // (only its first return inserts it).
+                let mut key = std::mem::take(&mut self.scratch);
+                key.clear();
+                if !r.interface.is_empty() {
+                    key.push_str(&r.interface);
+                    key.push('.');
+                }
+                key.push_str(&r.method);
+                if !self.methods.contains_key(key.as_str()) {
+                    self.methods.insert(key.clone(), MethodStats::default());
+                }
+                let m = self.methods.get_mut(key.as_str()).expect("just inserted");
+                self.scratch = key;
                 m.count += 1;
                 match r.outcome.as_str() {
                     "exception" => m.errors += 1,

@@ -13,6 +13,7 @@ pub mod fd;
 pub mod record;
 pub mod relay;
 pub mod shim;
+pub mod synth;
 #[cfg(unix)]
 pub mod takeover;
 pub mod tap;

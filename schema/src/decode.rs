@@ -93,7 +93,7 @@ impl<'a> Walker<'a> {
         let Some(Node::Struct(node)) = self.lookup.node(id) else {
             return raw_struct(s);
         };
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(node.fields.len());
         let union_which = (node.discriminant_count > 0).then(|| s.u16(node.discriminant_offset));
         let mut union_member_found = false;
         for f in &node.fields {

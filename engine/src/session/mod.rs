@@ -5,7 +5,9 @@
 //! This is the only place that turns frames into events; live capture, recordings and raw
 //! captures all feed it, so they yield the same events.
 
-use std::collections::{HashMap, HashSet};
+// Every frame looks up questions and exports by small integer keys: foldhash is several times
+// faster than std's SipHash there, and the sessions it keys come from local peers.
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use mpspy_schema::SchemaSet;
@@ -153,8 +155,8 @@ impl Session {
         Session {
             config,
             builtin,
-            conns: HashMap::new(),
-            closed: HashSet::new(),
+            conns: HashMap::default(),
+            closed: HashSet::default(),
             seq: 0,
             stats: SharedStats::default(),
             out: Vec::new(),
@@ -221,8 +223,8 @@ impl Session {
         self.conns.insert(
             conn,
             Conn {
-                questions: HashMap::new(),
-                exports: HashMap::new(),
+                questions: HashMap::default(),
+                exports: HashMap::default(),
                 next_cap: 0,
                 candidates: self.builtin.clone(),
                 mismatches_reported: Vec::new(),
@@ -563,6 +565,14 @@ impl Session {
             .any(|u| u.interface(interface).is_some())
         {
             return; // A user schema owns this interface; built-in sets have no say.
+        }
+        // Usually every candidate still fits (the set was settled long ago): nothing to do.
+        if !c.candidates.is_empty()
+            && c.candidates
+                .iter()
+                .all(|s| sets::fits(s, interface, method, results, shape))
+        {
+            return;
         }
         let fitting: Vec<Arc<SchemaSet>> = c
             .candidates
