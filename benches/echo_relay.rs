@@ -4,6 +4,10 @@
 
 // Unix sockets and `kill` throughout: the bench is unix-only (a stub `main` elsewhere).
 #[cfg(unix)]
+#[path = "../tests/testpeer.rs"]
+mod testpeer;
+
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::process::{Child, Command, Stdio};
@@ -84,9 +88,7 @@ fn main() {
     let dir = PathBuf::from(format!("/tmp/mpspy-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // mpspy answers to the test peer's name.
-    let peer = dir.join("mpspy-testpeer");
-    std::os::unix::fs::symlink(&mpspy, &peer).unwrap();
+    let peer = testpeer::testpeer();
 
     let direct = dir.join("direct.sock");
     let _server = Killed(

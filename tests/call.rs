@@ -5,7 +5,8 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::live::{TestDir, testpeer, wait_for};
+use crate::live::{TestDir, wait_for};
+use crate::testpeer::testpeer;
 
 struct Peer(Child, String);
 

@@ -104,9 +104,9 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow, bail};
 use mpspy_client::connect::FdArg;
 
-/// The executable name used in thread names and log lines, like Bitcoin's
-/// `bitcoin-node`.
-pub(crate) const EXE_NAME: &str = "mpspy-testpeer";
+/// The executable's name (without `.exe`), also used in thread names and log lines, like
+/// Bitcoin's `bitcoin-node`.
+pub const EXE_NAME: &str = "mpspy-testpeer";
 
 const USAGE: &str = "\
 usage:
@@ -126,8 +126,8 @@ usage:
       connect like a libmultiprocess C++ client (echo \"hello from parent\" when given nothing
       to do; --rpc METHOD alone is bitcoin-cli's session)";
 
-/// Runs the peer with a full argv (`args[0]` is the program name); what the `mpspy-testpeer`
-/// binary and mpspy's built-in demo both call.
+/// Runs the peer with a full argv (`args[0]` is the program name): the `mpspy-testpeer`
+/// binary.
 pub fn main_with(args: &[OsString]) -> ExitCode {
     match run(args) {
         Ok(code) => code,
