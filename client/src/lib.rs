@@ -158,3 +158,6 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output, ClientError> {
         })?;
     Ok(tokio::task::LocalSet::new().block_on(&rt, fut))
 }
+
+#[cfg(test)]
+mod tests;
