@@ -31,9 +31,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::cli::{BenchArgs, CallArgs};
 
-/// Both directions of the connection, decoded as they pass.
+/// Both directions of the connection, decoded as they pass (for `--trace`).
 struct Tap {
-    /// Off for `bench`: the measured loop must not pay for decoding.
+    /// Only with `--trace`: results come from the RPC response, and `bench`'s measured loop
+    /// must not pay for decoding.
     decode: bool,
     session: Session,
     splitters: [Splitter; 2],

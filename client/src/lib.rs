@@ -3,7 +3,7 @@
 //! It does what a libmultiprocess C++ client does (protocol digest §4.1), untyped, so that any
 //! method of any schema set can be called:
 //!
-//! 1. get a connection: a unix socket ([`connect::unix`]), or a program spawned the Bitcoin way
+//! 1. get a connection: a unix socket (`connect::unix`), or a program spawned the Bitcoin way
 //!    ([`connect::spawn`]: `PROGRAM -ipcfd N` over a socketpair on unix, the named pipe protocol
 //!    of libmultiprocess PR #231 on Windows);
 //! 2. bootstrap `Init` and `construct` it with a ThreadMap of our own, so the other side can
