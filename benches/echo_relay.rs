@@ -12,6 +12,10 @@
 
 // Unix sockets, /proc and `kill` throughout: the bench is unix-only (a stub `main` elsewhere).
 #[cfg(unix)]
+#[path = "../tests/testpeer.rs"]
+mod testpeer;
+
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::process::{Child, Command, Stdio};
@@ -198,9 +202,7 @@ fn main() {
         "Round trips seen by `mpspy bench` (a separate process); CPU = the relay's utime+stime per call"
     );
 
-    // mpspy answers to the test peer's name.
-    let peer = dir.join("mpspy-testpeer");
-    std::os::unix::fs::symlink(&mpspy, &peer).unwrap();
+    let peer = testpeer::testpeer();
     let testpeer = |sock: &Path| {
         let mut c = Command::new(&peer);
         c.arg(format!("-ipcbind=unix:{}", sock.display()));

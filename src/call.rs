@@ -1,40 +1,40 @@
 //! `mpspy call` and `mpspy bench`: mpspy as the client side of a libmultiprocess connection.
 //!
 //! Steps are `Interface.method` with optional JSON args by field name; each step runs on the
-//! capability the previous one returned. Params are built by the schema-driven encoder, the
-//! RPC work is capnp-rpc's, and every byte of the connection is also fed to the same decoder
-//! the proxy uses, so results print exactly as `mpspy --json` would show them.
+//! capability the previous one returned. The RPC work is the client runtime's
+//! (`mpspy-client`): it plans each step with the schema-driven encoder and hands back the last
+//! step's results, which print decoded by schema. With `--trace`, every byte of the connection
+//! is also fed to the decoder the proxy uses, so the session shows as `mpspy` would show it.
 
 use std::cell::RefCell;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::ExitCode;
+use std::process::{ExitCode, ExitStatus};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
+use mpspy_client::ClientError;
+use mpspy_client::connect::{self, CHILD_EXIT_GRACE, Child, FdArg, StdStream};
+use mpspy_client::runtime::{self, Call, Outcome, Repeat};
+use mpspy_client::threads::Names;
 use mpspy_engine::framing::{Piece, Splitter};
 use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::decode::Lookup;
-use mpspy_schema::encode::{self, CapSource};
-use mpspy_schema::event::{EventKind, ReturnEvent};
-use mpspy_schema::registry::{FieldKind, Node, Type};
 use mpspy_schema::sets::{self, Choice};
 use mpspy_schema::{Direction, Event, SchemaSet, Value};
-use mpspy_testpeer::runtime::{self, Call, Repeat};
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::cli::{BenchArgs, CallArgs};
 
-/// `mp/proxy.capnp:Context`, which the runtime fills on every call.
-const CONTEXT_ID: u64 = 0x9c44_e664_5d0b_22c6;
-
-/// Both directions of the connection, decoded as they pass.
+/// Both directions of the connection, decoded as they pass (for `--trace`).
 struct Tap {
-    /// Off for `bench`: the measured loop must not pay for decoding.
+    /// Only with `--trace`: results come from the RPC response, and `bench`'s measured loop
+    /// must not pay for decoding.
     decode: bool,
     session: Session,
     splitters: [Splitter; 2],
@@ -104,115 +104,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tee<S> {
     }
 }
 
-/// `Context.thread` and `Context.callbackThread` are the runtime's capabilities 0 and 1.
-struct ContextCaps;
-
-impl CapSource for ContextCaps {
-    fn cap(&mut self, path: &str, _: Option<u64>, _: &Json) -> Result<u32, String> {
-        match path.rsplit('.').next() {
-            Some("thread") if path.ends_with("context.thread") => Ok(0),
-            Some("callbackThread") => Ok(1),
-            _ => Err(
-                "capability arguments are not supported (mpspy fills Proxy.Context itself)".into(),
-            ),
-        }
-    }
-}
-
-/// Turns `Interface.method [JSON]…` into encoded calls.
-fn plan_calls(set: &SchemaSet, steps: &[String]) -> Result<(Vec<Call>, Vec<String>)> {
-    let sets = [set];
-    let lookup = Lookup::new(&sets);
+/// Turns `Interface.method [JSON]…` into planned calls.
+fn plan_calls(set: &SchemaSet, steps: &[String]) -> Result<Vec<Call>> {
     let mut calls = Vec::new();
-    let mut names = Vec::new();
     let mut i = 0;
     while i < steps.len() {
         let step = &steps[i];
-        let (iface, method) = step
-            .split_once('.')
-            .with_context(|| format!("'{step}': a step is Interface.method, e.g. Echo.echo"))?;
-        let (iid, inode) = set
-            .interfaces()
-            .find(|(_, n)| n.name == iface)
-            .with_context(|| {
-                let mut known: Vec<&str> = set.interfaces().map(|(_, n)| n.name.as_str()).collect();
-                known.sort_unstable();
-                format!(
-                    "'{step}': no interface {iface} in the {} schemas (have: {})",
-                    set.name,
-                    known.join(", ")
-                )
-            })?;
-        let m = inode
-            .methods
-            .iter()
-            .find(|m| m.name == method)
-            .with_context(|| {
-                let known: Vec<&str> = inode.methods.iter().map(|m| m.name.as_str()).collect();
-                format!(
-                    "'{step}': {iface} has no method {method} (have: {})",
-                    known.join(", ")
-                )
-            })?;
         let mut args = json!({});
         if let Some(next) = steps.get(i + 1).filter(|s| s.trim_start().starts_with('{')) {
             args = serde_json::from_str(next).with_context(|| format!("JSON args of {step}"))?;
             i += 1;
         }
-        // Proxy.Context is filled by the runtime, as libmultiprocess clients do.
-        if let (Some(Node::Struct(p)), Json::Object(obj)) = (lookup.node(m.params), &mut args) {
-            let has_context = p.fields.iter().any(|f| {
-                f.name == "context"
-                    && matches!(&f.kind, FieldKind::Slot { ty: Type::Struct(id, _), .. } if *id == CONTEXT_ID)
-            });
-            if has_context && !obj.contains_key("context") {
-                obj.insert(
-                    "context".into(),
-                    json!({"thread": "thread", "callbackThread": "callbackThread"}),
-                );
-            }
-        }
-        let params = encode::encode(lookup, m.params, &args, &mut ContextCaps)
-            .with_context(|| format!("args of {step}"))?;
-        let returned = match lookup.node(m.results) {
-            Some(Node::Struct(r)) => r.fields.iter().find_map(|f| match &f.kind {
-                FieldKind::Slot {
-                    ty: Type::Interface(id),
-                    offset,
-                    ..
-                } => Some((*offset as u16, *id)),
-                _ => None,
-            }),
-            _ => None,
-        };
-        let next = returned.map(|(offset, _)| offset);
-        // Objects with `destroy` are destroyed before they are released (libmultiprocess).
-        let destroy_method = returned.and_then(|(_, id)| {
-            let d = set
-                .interface(id)?
-                .methods
-                .iter()
-                .find(|m| m.name == "destroy")?;
-            Some((id, d.ordinal, d.params))
-        });
-        let destroy = match destroy_method {
-            Some((id, ordinal, params_id)) => {
-                let context =
-                    json!({"context": {"thread": "thread", "callbackThread": "callbackThread"}});
-                let params = encode::encode(lookup, params_id, &context, &mut ContextCaps)
-                    .context("destroy params")?;
-                Some((id, ordinal, params))
-            }
-            None => None,
-        };
-        calls.push(Call {
-            interface_id: iid,
-            method_id: m.ordinal,
-            params,
-            next,
-            destroy,
-        });
-        names.push(format!("{iface}.{method}"));
+        calls.push(Call::plan(set, step, &args)?);
         i += 1;
     }
     if calls.is_empty() {
@@ -220,30 +123,25 @@ fn plan_calls(set: &SchemaSet, steps: &[String]) -> Result<(Vec<Call>, Vec<Strin
             "no steps given: e.g. `mpspy call unix Init.makeEcho Echo.echo '{{\"echo\":\"hi\"}}'`"
         );
     }
-    Ok((calls, names))
+    Ok(calls)
 }
 
-/// The connection's stream: a unix socket; on Windows, one end of the loopback TCP pair the
-/// named pipe protocol hands out.
-#[cfg(unix)]
-type StdStream = std::os::unix::net::UnixStream;
-#[cfg(unix)]
-type Stream = tokio::net::UnixStream;
-#[cfg(windows)]
-type StdStream = std::net::TcpStream;
-#[cfg(windows)]
-type Stream = tokio::net::TcpStream;
-
-/// A spawned child, waited for at the end.
-#[cfg(unix)]
-type SpawnedChild = std::process::Child;
-#[cfg(windows)]
-type SpawnedChild = mpspy_recorder::winspawn::Child;
-
+/// Our end of the connection, and the program at the other end if we spawned it.
 struct Connection {
-    /// Non-blocking, to be registered with tokio inside its runtime.
     stream: StdStream,
-    child: Option<SpawnedChild>,
+    child: Option<Child>,
+}
+
+/// `spawn:PROGRAM` through the client runtime: `PROGRAM -ipcfd N` (or `PROGRAM N` with
+/// `--argv bare`) over a socketpair on unix; on Windows the named pipe protocol of
+/// libmultiprocess PR #231, where PROGRAM gets `-ipcfd \\.\pipe\mp-<our pid>-<n>`.
+fn spawn(program: &str, bare: bool) -> Result<Connection> {
+    let fd_arg = if bare { FdArg::Bare } else { FdArg::Ipcfd };
+    let spawned = connect::spawn(program, fd_arg, &[])?;
+    Ok(Connection {
+        stream: spawned.stream,
+        child: Some(spawned.child),
+    })
 }
 
 /// `unix`, `unix:PATH`, `fd:N`, `spawn:PROGRAM`.
@@ -254,29 +152,8 @@ fn connect(
     chain: Option<&str>,
     bare: bool,
 ) -> Result<Connection> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixStream;
-
-    let connection = |stream: UnixStream, child| -> Result<Connection> {
-        stream.set_nonblocking(true)?;
-        Ok(Connection { stream, child })
-    };
     if let Some(program) = address.strip_prefix("spawn:") {
-        let (ours, theirs) = UnixStream::pair().context("socketpair")?;
-        // The child's end must survive exec; ours stays close-on-exec.
-        nix::fcntl::fcntl(
-            &theirs,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        )
-        .context("clearing FD_CLOEXEC on the child's socket")?;
-        let mut cmd = std::process::Command::new(program);
-        if !bare {
-            cmd.arg("-ipcfd");
-        }
-        cmd.arg(theirs.as_raw_fd().to_string());
-        let child = cmd.spawn().with_context(|| format!("spawning {program}"))?;
-        drop(theirs);
-        return connection(ours, Some(child));
+        return spawn(program, bare);
     }
     if let Some(fd) = address.strip_prefix("fd:") {
         let n: i32 = fd
@@ -284,7 +161,10 @@ fn connect(
             .with_context(|| format!("'{address}': fd:N needs a number"))?;
         let owned =
             mpspy_recorder::fd::take_inherited_fd(n).with_context(|| format!("'{address}'"))?;
-        return connection(UnixStream::from(owned), None);
+        return Ok(Connection {
+            stream: StdStream::from(owned),
+            child: None,
+        });
     }
     let path = match address {
         "unix" => {
@@ -308,13 +188,13 @@ fn connect(
             }
         },
     };
-    let s =
-        UnixStream::connect(&path).with_context(|| format!("connecting to {}", path.display()))?;
-    connection(s, None)
+    Ok(Connection {
+        stream: connect::unix(&path)?,
+        child: None,
+    })
 }
 
-/// `spawn:PROGRAM`, through the named pipe protocol of libmultiprocess PR #231: PROGRAM gets
-/// `-ipcfd \\.\pipe\mp-<our pid>-<n>` (or the path alone with `--argv bare`).
+/// On Windows so far only `spawn:PROGRAM`.
 #[cfg(windows)]
 fn connect(
     address: &str,
@@ -325,33 +205,62 @@ fn connect(
     let Some(program) = address.strip_prefix("spawn:") else {
         bail!("unrecognized address '{address}' (on Windows so far only spawn:PROGRAM)");
     };
-    let flag = (!bare).then_some("-ipcfd");
-    let spawned = mpspy_recorder::winspawn::spawn_program(program, flag, &[])
-        .with_context(|| format!("spawning {program}"))?;
-    spawned.stream.set_nonblocking(true)?;
-    Ok(Connection {
-        stream: spawned.stream,
-        child: Some(spawned.child),
-    })
+    spawn(program, bare)
 }
 
-struct Outcome {
+/// How a session went.
+struct Ran {
+    /// The planned steps.
+    calls: Vec<Call>,
+    /// What the runtime gave back: the last step's results and round trips, or why not.
+    result: Result<Outcome, ClientError>,
+    /// The session as the decoder saw it (with `trace` only).
     events: Vec<Event>,
-    timings: runtime::Timings,
-    error: Option<anyhow::Error>,
-    /// How the spawned child exited.
-    child: Option<std::process::ExitStatus>,
+    /// The spawned child, once it has exited.
+    child: Option<ChildEnd>,
+}
+
+/// How a spawned child ended.
+struct ChildEnd {
+    program: String,
+    status: ExitStatus,
+    /// It did not exit within [`CHILD_EXIT_GRACE`] of our closing the connection.
+    killed: bool,
+}
+
+impl ChildEnd {
+    /// A note to add to an error: a child that has exited is the likely cause.
+    fn note(&self) -> String {
+        format!(" ({} exited: {})", self.program, self.status)
+    }
+}
+
+/// Plans the steps, connects, runs the chain and waits for a spawned child. Errors before the
+/// session starts (bad steps, nothing to connect to, a program that cannot be spawned) are
+/// returned; what happens during the session is in [`Ran::result`].
+/// Where the other side is, as the command line says.
+struct Target<'a> {
+    address: &'a str,
+    schemas: &'a Choice,
+    datadir: Option<&'a PathBuf>,
+    chain: Option<&'a str>,
+    /// `--argv bare`: spawn `PROGRAM N`.
+    bare: bool,
 }
 
 fn run(
-    address: &str,
-    schemas: &Choice,
+    target: &Target<'_>,
     steps: &[String],
-    datadir: Option<&PathBuf>,
-    chain: Option<&str>,
-    bare: bool,
     repeat: Repeat,
-) -> Result<(Vec<String>, Outcome)> {
+    trace: bool,
+) -> Result<(Arc<SchemaSet>, Ran)> {
+    let Target {
+        address,
+        schemas,
+        datadir,
+        chain,
+        bare,
+    } = *target;
     let set_name = match schemas {
         Choice::Fixed(s) => s.clone(),
         Choice::Auto => address
@@ -361,11 +270,11 @@ fn run(
             .to_string(),
     };
     let set = sets::builtin(&set_name).context("schema set")?;
-    let (calls, names) = plan_calls(&set, steps)?;
-    let conn = connect(address, datadir, chain, bare)?;
+    let calls = plan_calls(&set, steps)?;
+    let Connection { stream, mut child } = connect(address, datadir, chain, bare)?;
     let tap = Rc::new(RefCell::new(Tap {
-        decode: repeat.count <= 1 && repeat.concurrency <= 1,
-        session: Session::new(SchemaConfig {
+        decode: trace,
+        session: mpspy_engine::Session::new(SchemaConfig {
             choice: Choice::Fixed(set_name),
             user: Vec::new(),
         }),
@@ -374,27 +283,39 @@ fn run(
         events: Vec::new(),
     }));
     tap.borrow_mut().session.open(1, 0, address, None, None);
-    let thread_name = format!("mpspy-{}/main", std::process::id());
-    let Connection { stream, mut child } = conn;
-    let result = mpspy_testpeer::block_on(async {
+    let result = mpspy_client::block_on(async {
+        let inner = connect::into_tokio(stream).map_err(|source| ClientError::Io {
+            what: "registering the connection with the event loop",
+            source,
+        })?;
         let tee = Tee {
-            inner: Stream::from_std(stream)?,
+            inner,
             tap: tap.clone(),
         };
-        runtime::run_chain(tee, &thread_name, &calls, repeat).await
-    });
-    let child = child.as_mut().map(|c| c.wait()).transpose()?;
-    let (timings, error) = match result {
-        Ok(t) => (t, None),
-        Err(e) => (runtime::Timings::default(), Some(e)),
+        runtime::run_chain(tee, Names::new("mpspy"), &calls, repeat).await
+    })
+    .and_then(|r| r);
+    // The connection is closed now; a libmultiprocess child exits when it sees that.
+    let child = match child.as_mut() {
+        Some(c) => {
+            let (status, killed) = c
+                .wait_or_kill(CHILD_EXIT_GRACE)
+                .context("waiting for the spawned program")?;
+            Some(ChildEnd {
+                program: address.trim_start_matches("spawn:").to_string(),
+                status,
+                killed,
+            })
+        }
+        None => None,
     };
     let events = std::mem::take(&mut tap.borrow_mut().events);
     Ok((
-        names,
-        Outcome {
+        set,
+        Ran {
+            calls,
+            result,
             events,
-            timings,
-            error,
             child,
         },
     ))
@@ -413,68 +334,78 @@ fn plain(v: &Value) -> Json {
     }
 }
 
-fn our_returns(events: &[Event]) -> Vec<&ReturnEvent> {
-    events
-        .iter()
-        .filter(|e| e.dir == Some(Direction::ServerToClient))
-        .filter_map(|e| match &e.kind {
-            EventKind::Return(r) if !r.interface.is_empty() => Some(r),
-            _ => None,
-        })
-        .collect()
+/// Says how a spawned child ended; a failed exit is an error even after a good session.
+fn report_child(child: Option<&ChildEnd>) -> bool {
+    let Some(c) = child else {
+        return true;
+    };
+    if c.killed {
+        eprintln!(
+            "mpspy: {} did not exit within {} s of the connection closing; killed it",
+            c.program,
+            CHILD_EXIT_GRACE.as_secs()
+        );
+    }
+    eprintln!("mpspy: child exited: {}", c.status);
+    c.status.success() && !c.killed
+}
+
+/// What a failed session prints: an exception as the other side sent it, anything else as
+/// the connection failing (with the spawned child's exit, the likely cause).
+fn report_failure(what: &str, e: &ClientError, child: Option<&ChildEnd>) {
+    let note = child.map(ChildEnd::note).unwrap_or_default();
+    match e {
+        ClientError::Exception {
+            method,
+            kind,
+            reason,
+        } => eprintln!("mpspy: {method} failed: {kind}: {reason}"),
+        e => eprintln!("mpspy: {what} failed: {e}{note}"),
+    }
 }
 
 pub(crate) fn call(args: &CallArgs) -> Result<ExitCode> {
-    let (names, out) = run(
-        &args.address,
-        &args.schemas,
-        &args.steps,
-        args.datadir.as_ref(),
-        args.chain.as_deref(),
-        args.argv.as_deref() == Some("bare"),
-        Repeat::default(),
-    )?;
+    let target = Target {
+        address: &args.address,
+        schemas: &args.schemas,
+        datadir: args.datadir.as_ref(),
+        chain: args.chain.as_deref(),
+        bare: args.argv.as_deref() == Some("bare"),
+    };
+    let (set, ran) = run(&target, &args.steps, Repeat::default(), args.trace)?;
     if args.trace {
-        for e in &out.events {
+        for e in &ran.events {
             eprintln!("{}", crate::sink::text::describe(&e.kind));
         }
     }
-    let last = names.last().cloned().unwrap_or_default();
-    let ret = our_returns(&out.events)
-        .into_iter()
-        .rev()
-        .find(|r| format!("{}.{}", r.interface, r.method) == last);
-    if let Some(status) = &out.child {
-        eprintln!("mpspy: child exited: {status}");
+    let child_ok = report_child(ran.child.as_ref());
+    let outcome = match ran.result {
+        Ok(o) => o,
+        Err(e) => {
+            report_failure("call", &e, ran.child.as_ref());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    // The results as they came back in the Return, decoded by the schema of the call's
+    // results struct (the planned steps say which).
+    let sets = [&*set];
+    let value = outcome.results.decode(Lookup::new(&sets));
+    let v = if args.raw {
+        serde_json::to_value(&value).unwrap_or(Json::Null)
+    } else {
+        plain(&value)
+    };
+    println!("{v}");
+    if !child_ok {
+        let last = ran
+            .calls
+            .last()
+            .map(|c| c.name.as_str())
+            .unwrap_or_default();
+        eprintln!("mpspy: {last} returned, but the spawned program did not end cleanly");
+        return Ok(ExitCode::from(1));
     }
-    match (ret, out.error) {
-        (Some(r), None) => {
-            let v = r.results.as_ref().map_or(Json::Null, |v| {
-                if args.raw {
-                    serde_json::to_value(v).unwrap_or(Json::Null)
-                } else {
-                    plain(v)
-                }
-            });
-            println!("{v}");
-            Ok(ExitCode::SUCCESS)
-        }
-        (Some(r), Some(e)) if r.exception.is_some() => {
-            let x = r
-                .exception
-                .as_ref()
-                .map(|x| format!("{}: {}", x.kind, x.reason))
-                .unwrap_or_default();
-            eprintln!("mpspy: {last} failed: {x}");
-            let _ = e;
-            Ok(ExitCode::from(1))
-        }
-        (_, Some(e)) => {
-            eprintln!("mpspy: call failed: {e:#}");
-            Ok(ExitCode::from(1))
-        }
-        (None, None) => bail!("{last} returned nothing the decoder saw"),
-    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn bench(args: &BenchArgs) -> Result<ExitCode> {
@@ -484,37 +415,35 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<ExitCode> {
         concurrency: args.concurrency,
     };
     let started = Instant::now();
-    let (names, out) = run(
-        &args.address,
-        &args.schemas,
-        &args.steps,
-        None,
-        None,
-        false,
-        repeat,
-    )?;
+    let target = Target {
+        address: &args.address,
+        schemas: &args.schemas,
+        datadir: None,
+        chain: None,
+        bare: false,
+    };
+    let (_, ran) = run(&target, &args.steps, repeat, false)?;
     let elapsed = started.elapsed();
-    if let Some(e) = out.error {
-        eprintln!("mpspy: bench failed: {e:#}");
-        return Ok(ExitCode::from(1));
-    }
+    let child_ok = report_child(ran.child.as_ref());
+    let outcome = match ran.result {
+        Ok(o) => o,
+        Err(e) => {
+            report_failure("bench", &e, ran.child.as_ref());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let last = ran.calls.last().map(|c| c.name.clone()).unwrap_or_default();
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)?;
-    for t in &out.timings.round_trips_ns {
+    for t in &outcome.round_trips_ns {
         h.record((*t).max(1))?;
     }
     if let Some(path) = &args.hdr_log {
-        write_hdr_log(
-            path,
-            &h,
-            elapsed,
-            &names.last().cloned().unwrap_or_default(),
-        )
-        .with_context(|| format!("--hdr-log {}", path.display()))?;
+        write_hdr_log(path, &h, elapsed, &last)
+            .with_context(|| format!("--hdr-log {}", path.display()))?;
     }
     let n = h.len();
     let rate = n as f64 / elapsed.as_secs_f64();
     let q = |p: f64| h.value_at_quantile(p);
-    let last = names.last().cloned().unwrap_or_default();
     if args.json {
         println!(
             "{}",
@@ -535,6 +464,10 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<ExitCode> {
             format_ns(q(0.999)),
             format_ns(h.max())
         );
+    }
+    if !child_ok {
+        eprintln!("mpspy: the spawned program did not end cleanly");
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

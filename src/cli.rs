@@ -64,7 +64,8 @@ pub(crate) struct RunArgs {
 pub(crate) enum Command {
     /// Decode a pair of one-direction raw streams (socat/strace dumps, mpspy captures).
     Decode(DecodeArgs),
-    /// Decode a shipped capture of a real bitcoin-node session (no Bitcoin Core needed).
+    /// Watch mpspy wrap the test peer (a bitcoin-node stand-in, built with the workspace) while
+    /// a client drives it (no Bitcoin Core needed).
     Demo(DemoArgs),
     /// Replay a recording made with --record through the same decoder.
     Replay(ReplayArgs),

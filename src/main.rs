@@ -3,6 +3,7 @@
 #[cfg(any(unix, windows))]
 mod call;
 mod cli;
+mod demo;
 #[cfg(unix)]
 mod live;
 #[cfg(any(unix, windows))]
@@ -32,9 +33,6 @@ use crate::sink::Sink;
 use crate::sink::json::JsonLines;
 use crate::sink::text::TextLines;
 
-/// Run under this name (a symlink), mpspy is the test peer: the demo needs no other binary.
-const TESTPEER_NAME: &str = "mpspy-testpeer";
-
 // Decoding allocates and frees many small values per frame, and frames are allocated on the
 // relay's pump threads and freed on the decoder's: mimalloc takes that 35% faster than glibc's
 // allocator (`cargo bench -p mpspy-recorder --bench session`). Unix only so far: the Windows
@@ -54,13 +52,6 @@ fn main() -> ExitCode {
     #[cfg(windows)]
     if shim_windows::invoked_as_shim() {
         return shim_windows::run(&argv);
-    }
-    if argv
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name())
-        .is_some_and(|n| n == TESTPEER_NAME)
-    {
-        return mpspy_testpeer::main_with(&argv);
     }
     let cli = Cli::parse();
     match run(cli) {
@@ -82,7 +73,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Decode(args)) => decode(&args),
-        Some(Command::Demo(args)) => demo(&args),
+        Some(Command::Demo(args)) => demo::demo(&args),
         Some(Command::Replay(args)) => replay(&args),
         #[cfg(any(unix, windows))]
         Some(Command::Call(args)) => call::call(&args),
@@ -316,63 +307,4 @@ fn decode(args: &DecodeArgs) -> Result<ExitCode> {
     }
     sink.finish()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The built-in demo: mpspy wraps its own test peer (a stand-in for bitcoin-node on the wire)
-/// while a built-in libmultiprocess-style client drives traffic through it. No Bitcoin Core needed.
-#[cfg(unix)]
-fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
-    use std::process::Command;
-
-    let exe = std::env::current_exe().context("finding mpspy's own executable")?;
-    let dir = std::env::temp_dir().join(format!("mpspy-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let socket = dir.join("node.sock");
-    // mpspy answers to the test peer's name (see `main`), so the wrapped program is mpspy itself.
-    let peer = dir.join(TESTPEER_NAME);
-    std::os::unix::fs::symlink(&exe, &peer)
-        .with_context(|| format!("linking {}", peer.display()))?;
-    let run = cli::RunArgs {
-        json: args.json.then(|| "-".to_string()),
-        no_tui: args.no_tui,
-        record: args.record.clone(),
-        quiet: false,
-        log: None,
-        no_bind: true,
-        no_spawn_shim: false,
-        schema: SchemaArgs::default(),
-        program: vec![
-            peer.display().to_string(),
-            format!("-ipcbind=unix:{}", socket.display()),
-        ],
-    };
-    let client_exe = peer.clone();
-    let client_socket = socket.clone();
-    let hook: live::AfterStart = Box::new(move |pid| {
-        std::thread::spawn(move || {
-            let status = Command::new(&client_exe)
-                .arg("client")
-                .arg(format!("unix:{}", client_socket.display()))
-                .args(["--echo", "hello from the demo", "--count", "3", "--mining"])
-                .args(["--rpc", "getblockcount"])
-                .stdout(std::process::Stdio::null())
-                .status();
-            if !matches!(status, Ok(s) if s.success()) {
-                eprintln!("mpspy demo: the client failed: {status:?}");
-            }
-            // The session is over: stop the peer the way a user would.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        });
-    });
-    let code = live::run_with(&run, Some(hook));
-    let _ = std::fs::remove_dir_all(&dir);
-    code
-}
-
-#[cfg(not(unix))]
-fn demo(_args: &cli::DemoArgs) -> Result<ExitCode> {
-    anyhow::bail!("the live demo needs unix sockets; try `mpspy decode` on the files in samples/")
 }

@@ -5,7 +5,8 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::live::{TestDir, testpeer, wait_for};
+use crate::live::{TestDir, wait_for};
+use crate::testpeer::testpeer;
 
 struct Peer(Child, String);
 
@@ -122,10 +123,41 @@ fn remote_exceptions_and_bad_steps_are_clear_errors() {
             && err.contains("SpanReader::read(): end of data"),
         "{err}"
     );
-    // A child that exits before answering: the disconnect is an error too.
+    // A child that exits before answering: the disconnect is an error too, with its exit.
     let (code, _, err) = call(&["spawn:/bin/true", "Init.makeEcho", "Echo.echo"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("call failed"), "{err}");
+    assert!(
+        err.contains("call failed")
+            && err.contains("Init.construct: the connection failed")
+            && err.contains("(/bin/true exited: exit status: 0)"),
+        "{err}"
+    );
+    // One that fails after the session is an error even though the calls were answered.
+    let failing = dir.path("failing-peer");
+    std::fs::write(
+        &failing,
+        format!("#!/bin/sh\n{} \"$@\"\nexit 3\n", testpeer().display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &failing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (code, out, err) = call(&[
+        "--schemas",
+        "master",
+        &format!("spawn:{}", failing.display()),
+        "Init.makeEcho",
+        "Echo.echo",
+        r#"{"echo":"answered"}"#,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(out.trim(), r#"{"result":"answered"}"#);
+    assert!(
+        err.contains("child exited: exit status: 3") && err.contains("did not end cleanly"),
+        "{err}"
+    );
     // Nobody listening.
     let (code, _, err) = call(&["unix:/nonexistent/node.sock", "Init.makeEcho"]);
     assert_eq!(code, Some(2));
@@ -314,5 +346,140 @@ fn the_unix_address_finds_bitcoins_default_socket() {
     assert_eq!(
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["result"],
         "default"
+    );
+}
+
+/// Reads from `stream` until `frames` whole Cap'n Proto messages have arrived (or EOF).
+fn read_frames(stream: &mut std::os::unix::net::UnixStream, frames: usize) {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let whole = |b: &[u8]| {
+        let (mut at, mut n) = (0usize, 0usize);
+        while b.len() >= at + 4 {
+            let count = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize + 1;
+            let table = (4 + 4 * count).div_ceil(8) * 8;
+            if b.len() < at + table {
+                break;
+            }
+            let words: usize = (0..count)
+                .map(|i| {
+                    let o = at + 4 + 4 * i;
+                    u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize
+                })
+                .sum();
+            if b.len() < at + table + 8 * words {
+                break;
+            }
+            at += table + 8 * words;
+            n += 1;
+        }
+        n
+    };
+    while whole(&buf) < frames {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_closes_mid_call_is_a_transport_error() {
+    use std::os::unix::net::UnixListener;
+    let dir = TestDir::new("callclose");
+    let sock = dir.path("closing.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // A peer that takes the client's Bootstrap and Init.construct (sent together, construct
+    // pipelined on the bootstrap answer) and hangs up without answering either.
+    let peer = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        read_frames(&mut stream, 2);
+    });
+    let (code, out, err) = call(&[
+        &format!("unix:{}", sock.display()),
+        "Init.makeEcho",
+        "Echo.echo",
+    ]);
+    peer.join().unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("call failed")
+            && err.contains("Init.construct: the connection failed: Peer disconnected"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_connection_lost_while_a_call_waits_names_that_call() {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let dir = TestDir::new("calllost");
+    let node = listening_peer(&dir);
+    let sock = dir.path("relay.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let upstream_path = node.1.trim_start_matches("unix:").to_string();
+    // A relay that cuts the connection once both sides have been silent for two seconds: a
+    // client in the middle of a session is then waiting for an answer, and the only call that
+    // takes that long is waitTipChanged (its timeout is 10 s), so that one is in flight.
+    let relay = std::thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let server = UnixStream::connect(&upstream_path).unwrap();
+        let heard = Arc::new(Mutex::new(Instant::now()));
+        let pump = |mut from: UnixStream, mut to: UnixStream| {
+            let heard = heard.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut from, &mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                        break;
+                    }
+                    *heard.lock().unwrap() = Instant::now();
+                }
+            })
+        };
+        let up = pump(client.try_clone().unwrap(), server.try_clone().unwrap());
+        let down = pump(server.try_clone().unwrap(), client.try_clone().unwrap());
+        while heard.lock().unwrap().elapsed() < Duration::from_secs(2)
+            && !up.is_finished()
+            && !down.is_finished()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = server.shutdown(std::net::Shutdown::Both);
+        let _ = (up.join(), down.join());
+    });
+    let (code, out, err) = call(&[
+        &format!("unix:{}", sock.display()),
+        "Init.makeMining",
+        "Mining.waitTipChanged",
+        r#"{"timeout": 10000}"#,
+    ]);
+    relay.join().unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("Mining.waitTipChanged: the connection failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_refused_connection_is_an_error_before_the_session() {
+    let dir = TestDir::new("callrefused");
+    let sock = dir.path("stale.sock");
+    // A socket file nobody listens on any more, as a stopped node leaves behind.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let (code, out, err) = call(&[&format!("unix:{}", sock.display()), "Init.makeEcho"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&format!("connecting to {}", sock.display()))
+            && err.contains("Connection refused"),
+        "{err}"
     );
 }

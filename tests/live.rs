@@ -11,17 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::*;
-
-/// The test peer binary, built by `cargo test --workspace` (or `cargo build -p mpspy-testpeer`).
-pub(crate) fn testpeer() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_mpspy")).with_file_name("mpspy-testpeer");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p mpspy-testpeer` (cargo test --workspace builds it)",
-        p.display()
-    );
-    p
-}
+use crate::testpeer::testpeer;
 
 pub(crate) fn pycapnp() -> bool {
     let ok = Command::new("python3")
@@ -426,7 +416,9 @@ fn bad_input_names_what_is_wrong_and_leaves_nothing_behind() {
 }
 
 #[test]
-fn the_demo_wraps_the_built_in_peer_and_client() {
+fn the_demo_wraps_the_test_peer_and_its_client() {
+    // The demo runs the test peer found next to mpspy: make sure it is built.
+    testpeer();
     let out = run_ok(mpspy().args(["demo", "--json"]));
     let ev = json_lines(&out.stdout);
     for m in [
@@ -440,6 +432,28 @@ fn the_demo_wraps_the_built_in_peer_and_client() {
     }
     let rpc = &returns_of(&ev, "Rpc.executeRpc")[0]["data"]["results"]["result"];
     assert_eq!(rpc, r#"{"jsonrpc":"2.0","result":5,"id":"1"}"#);
+}
+
+#[test]
+fn the_demo_without_the_test_peer_says_how_to_build_it() {
+    // mpspy alone in a directory (a link, so that its own path is there), nothing on PATH.
+    let dir = TestDir::new("demo-alone");
+    let alone = dir.path("mpspy");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_mpspy"), &alone)
+        .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_mpspy"), &alone).map(|_| ()))
+        .unwrap();
+    let out = Command::new(&alone)
+        .args(["demo", "--json"])
+        .env("PATH", "")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("mpspy-testpeer") && err.contains("cargo build --release -p mpspy-testpeer"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

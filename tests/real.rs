@@ -932,7 +932,7 @@ fn a_client_started_with_conf_0_runs_under_mpspy() {
     let sock = datadir.join("regtest/node.sock");
     let _node = start_plain_node(&node, &datadir);
     let sv2 = dir.path().join("sv2-tp");
-    std::os::unix::fs::symlink(crate::live::testpeer(), &sv2).unwrap();
+    std::os::unix::fs::symlink(crate::testpeer::testpeer(), &sv2).unwrap();
     let out = mpspy()
         .env("TMPDIR", dir.path())
         .args(["--quiet", "--json"])

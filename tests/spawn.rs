@@ -6,7 +6,8 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::live::{TestDir, testpeer};
+use crate::live::TestDir;
+use crate::testpeer::testpeer;
 
 /// `mpspy --json FILE --quiet [ARGS] -- testpeer PEER_ARGS` with `env`; returns the output
 /// (stdout is the program's own) and the events.

@@ -18,6 +18,7 @@ mod replay;
 #[cfg(unix)]
 mod spawn;
 mod stats;
+mod testpeer;
 #[cfg(unix)]
 mod tui;
 #[cfg(windows)]

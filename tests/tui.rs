@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use nix::pty::{Winsize, openpty};
 
 use crate::common::{mpspy, run_ok};
-use crate::live::{TestDir, testpeer};
+use crate::live::TestDir;
+use crate::testpeer::testpeer;
 
 const ROWS: u16 = 40;
 const COLS: u16 = 140;
@@ -112,6 +113,8 @@ fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
 
 #[test]
 fn demo_on_a_terminal_shows_calls_methods_and_the_end() {
+    // The demo runs the test peer found next to mpspy: make sure it is built.
+    testpeer();
     let mut pty = Pty::spawn({
         let mut c = mpspy();
         c.arg("demo");

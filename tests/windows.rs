@@ -1,22 +1,10 @@
 //! mpspy on Windows (run under Wine in CI): `call spawn:PROGRAM` through the named pipe
 //! protocol of libmultiprocess PR #231.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::{Value, json};
 
 use crate::common::*;
-
-/// The test peer's Windows build, next to mpspy's (`cargo test --workspace` builds it).
-fn testpeer() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_mpspy")).with_file_name("mpspy-testpeer.exe");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p mpspy-testpeer`",
-        p.display()
-    );
-    p
-}
+use crate::testpeer::testpeer;
 
 #[test]
 fn call_spawns_the_peer_through_a_named_pipe_and_decodes_the_calls() {

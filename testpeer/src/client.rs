@@ -34,14 +34,14 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::EXE_NAME;
 use crate::blocks::display_hash;
-use crate::net::{self, KeepUntilClose};
-use crate::schema::echo_capnp::echo;
-use crate::schema::init_capnp::init;
-use crate::schema::mining_capnp::{block_template, mining};
-use crate::schema::proxy_capnp::{context, thread};
-use crate::server::Peer;
-use crate::threads::{self, Conn};
+use mpspy_client::net::{self, KeepUntilClose};
+use mpspy_client::schema::echo_capnp::echo;
+use mpspy_client::schema::init_capnp::init;
+use mpspy_client::schema::mining_capnp::{block_template, mining};
+use mpspy_client::schema::proxy_capnp::{context, thread};
+use mpspy_client::threads::{self, ConnThreads, Names};
 
 /// What one client session does after the handshake.
 #[derive(Debug, Clone)]
@@ -213,13 +213,13 @@ fn json_str(s: &str) -> String {
 }
 
 async fn session(init: init::Client, keep: KeepUntilClose, opts: &SessionOptions) -> Result<()> {
-    let peer = Peer::new();
+    let peer = Names::new(EXE_NAME);
     let thread_name = peer.main_thread_name();
 
     // construct: sent right behind the Bootstrap, targeting its answer.
     let mut req = init.construct_request();
     req.get()
-        .set_thread_map(threads::new_thread_map(Conn::new(peer.clone())));
+        .set_thread_map(threads::thread_map(ConnThreads::new(peer.clone())));
     // The response is dropped once the capability is out of it, so the
     // question is Finished right after its Return, like the C++ client does.
     let thread_map = req
@@ -237,12 +237,14 @@ async fn session(init: init::Client, keep: KeepUntilClose, opts: &SessionOptions
     let make_thread = req.send();
     let mut threads = Threads {
         thread: make_thread.pipeline.get_result(),
-        callback: threads::new_callback_thread(thread_name.clone()),
+        callback: threads::callback_thread(thread_name.clone()),
     };
     let first = first_call(&init, &threads, opts);
     // The answers come in order; take each as it arrives and let go of its
     // question so that it is Finished then, not at the end of the session.
-    threads.thread = threads::settle_made_thread(make_thread, &keep).await?;
+    threads.thread = threads::settle_made_thread(make_thread, &keep)
+        .await
+        .context("ThreadMap.makeThread")?;
 
     if opts.thread_name {
         let reply = threads
@@ -530,7 +532,7 @@ async fn run_rpc(
     init: &init::Client,
     threads: &Threads,
     method: &str,
-    rpc: Option<crate::schema::rpc_capnp::rpc::Client>,
+    rpc: Option<mpspy_client::schema::rpc_capnp::rpc::Client>,
 ) -> Result<()> {
     let rpc = match rpc {
         Some(r) => r,

@@ -40,9 +40,9 @@
 //!   one call after another per Thread (later ones queued), Threads in
 //!   parallel; `makePool(n)` threads `… (pool/i)` take calls without `thread`,
 //!   fewest in flight first; the error texts of master for a missing thread,
-//!   a Thread that is not the server's and a second pool (`threads` module);
+//!   a Thread that is not the server's and a second pool (`mpspy_client::threads`);
 //! - a call canceled by an early `Finish` still runs, keeps its Thread busy,
-//!   and is answered `Return{canceled}` when it ends (`net` module);
+//!   and is answered `Return{canceled}` when it ends (`mpspy_client::net`);
 //! - the per-call `Release` of `Context.callbackThread` follows the call's
 //!   `Return`;
 //! - message shapes: the bootstrap Return in one segment (96 bytes), no empty
@@ -58,8 +58,8 @@
 //!   `getTransactionsBy*`, `submitSolution`, the `@7` stub after its
 //!   deserialization errors), with the node's answers for this made-up chain.
 //!
-//! The same as a libmultiprocess C++ client (`client`, `-spawn`, and the
-//! runtime behind `mpspy call`/`bench`): makeThread pipelined with the first
+//! The same as a libmultiprocess C++ client (`client` and `-spawn`, built on
+//! `mpspy-client`, the runtime behind `mpspy call`/`bench`): makeThread pipelined with the first
 //! call, one callbackThread export re-sent on every call, every question
 //! Finished right after its Return, destroy before Release, and the end of a
 //! session: the objects it made are released, Init, the ThreadMap and the
@@ -91,26 +91,22 @@
 
 mod blocks;
 mod client;
-mod dispatch;
 #[cfg(unix)]
 mod listen;
-mod net;
-pub mod runtime;
-mod schema;
 mod server;
 mod spawn;
 #[cfg(test)]
 mod tests;
-mod threads;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
+use mpspy_client::connect::FdArg;
 
-/// The executable name used in thread names and log lines, like Bitcoin's
-/// `bitcoin-node`.
-pub(crate) const EXE_NAME: &str = "mpspy-testpeer";
+/// The executable's name (without `.exe`), also used in thread names and log lines, like
+/// Bitcoin's `bitcoin-node`.
+pub const EXE_NAME: &str = "mpspy-testpeer";
 
 const USAGE: &str = "\
 usage:
@@ -130,8 +126,8 @@ usage:
       connect like a libmultiprocess C++ client (echo \"hello from parent\" when given nothing
       to do; --rpc METHOD alone is bitcoin-cli's session)";
 
-/// Runs the peer with a full argv (`args[0]` is the program name); what the `mpspy-testpeer`
-/// binary and mpspy's built-in demo both call.
+/// Runs the peer with a full argv (`args[0]` is the program name): the `mpspy-testpeer`
+/// binary.
 pub fn main_with(args: &[OsString]) -> ExitCode {
     match run(args) {
         Ok(code) => code,
@@ -199,23 +195,9 @@ fn run(args: &[OsString]) -> Result<ExitCode> {
     }
 }
 
-/// Runs `fut` on a current-thread runtime inside a `LocalSet`: capnp-rpc's
-/// objects are `!Send`, and a single loop thread is what libmultiprocess uses
-/// for its I/O too.
-pub fn block_on<T, F: Future<Output = Result<T>>>(fut: F) -> Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    tokio::task::LocalSet::new().block_on(&rt, fut)
-}
-
-/// How a spawned child gets its fd number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FdArg {
-    /// Bitcoin: `NAME -ipcfd N`.
-    Ipcfd,
-    /// libmultiprocess examples: `NAME N`.
-    Bare,
+/// Runs `fut` on the client runtime's event loop (one thread, as libmultiprocess has).
+fn block_on<T, F: Future<Output = Result<T>>>(fut: F) -> Result<T> {
+    mpspy_client::block_on(fut)?
 }
 
 #[cfg(unix)]

@@ -11,8 +11,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::net;
-use crate::server::{Peer, new_init};
+use crate::EXE_NAME;
+use crate::server::new_init;
+use mpspy_client::net;
+use mpspy_client::threads::Names;
 
 /// `sun_path` is 108 bytes on Linux including the terminating NUL (104 on
 /// the BSDs and macOS).
@@ -179,7 +181,7 @@ pub(crate) async fn run(opts: NodeOptions) -> Result<ExitCode> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
 
-    let peer = Peer::new();
+    let peer = Names::new(EXE_NAME);
     let mut listeners = Vec::new();
     for path in opts.socket_paths()? {
         listeners.push(bind(&path)?);
@@ -202,7 +204,7 @@ pub(crate) async fn run(opts: NodeOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn accept_loop(listener: UnixListener, peer: Rc<Peer>) {
+async fn accept_loop(listener: UnixListener, peer: Rc<Names>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -218,7 +220,7 @@ async fn accept_loop(listener: UnixListener, peer: Rc<Peer>) {
 }
 
 /// One connection: its own RPC system with a fresh `Init` as bootstrap.
-async fn serve_connection(stream: UnixStream, peer: Rc<Peer>) {
+async fn serve_connection(stream: UnixStream, peer: Rc<Names>) {
     let rpc = net::rpc_system(stream, new_init(peer).client);
     if let Err(e) = rpc.await.context("IPC server connection") {
         eprintln!("{e:#}");

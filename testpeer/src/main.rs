@@ -1,4 +1,4 @@
-//! The `mpspy-testpeer` binary; everything is in the library so mpspy's demo can run it too.
+//! The `mpspy-testpeer` binary; everything is in the library, where its unit tests reach it.
 
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

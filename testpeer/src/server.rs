@@ -1,7 +1,7 @@
 //! The capability implementations: what bitcoin-node master answers.
 //!
 //! Every method that takes a `Context` first waits for its turn on the server Thread that runs
-//! it and holds that turn until it returns ([`Conn::enter`]); the [`threads`]
+//! it and holds that turn until it returns (`ConnThreads::enter`); the [`threads`]
 //! module says how that stands in for libmultiprocess's worker threads. The waits
 //! (`waitTipChanged`, `waitNext`) are timers on the event loop, so the wire shows the same
 //! calls, results, order and timings as the node's blocked worker threads.
@@ -14,25 +14,19 @@ use capnp::Error;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::EXE_NAME;
+use mpspy_client::dispatch::{self, Interface, std_exception};
+use mpspy_client::schema::echo_capnp::echo;
+use mpspy_client::schema::init_capnp::init;
+use mpspy_client::schema::mining_capnp::{block_template, mining};
+use mpspy_client::schema::proxy_capnp::thread_map;
+use mpspy_client::schema::rpc_capnp::rpc;
+use mpspy_client::threads::{self, ConnThreads, Names};
+
 use crate::blocks;
-use crate::dispatch::{self, Interface};
-use crate::schema::echo_capnp::echo;
-use crate::schema::init_capnp::init;
-use crate::schema::mining_capnp::{block_template, mining};
-use crate::schema::proxy_capnp::thread_map;
-use crate::schema::rpc_capnp::rpc;
-use crate::threads::{self, Conn};
 
 /// Waits are capped so a client asking for "forever" (the schema default
 /// `maxDouble` ms) cannot pin a test for long.
 const MAX_WAIT: Duration = Duration::from_secs(10);
-
-/// What C++ `std::exception`s look like on the wire: libmultiprocess sends
-/// `Exception{type = failed, reason = "std::exception: <what()>"}`.
-pub(crate) fn std_exception(what: &str) -> Error {
-    Error::failed(format!("std::exception: {what}"))
-}
 
 /// A wait timeout in milliseconds (Float64, as in `BlockWaitOptions` and
 /// `waitTipChanged`), capped at [`MAX_WAIT`]. NaN and negatives mean "now".
@@ -46,50 +40,17 @@ fn wait_duration(timeout_ms: f64) -> Duration {
     }
 }
 
-/// Process-wide state shared by every connection.
-pub(crate) struct Peer {
-    pid: u32,
-    next_thread: Cell<u64>,
-}
-
-impl Peer {
-    pub(crate) fn new() -> Rc<Self> {
-        Rc::new(Self {
-            pid: std::process::id(),
-            next_thread: Cell::new(1),
-        })
-    }
-
-    /// The long name of a new server thread, as `Thread.getName` returns it. libmultiprocess
-    /// uses `<exe>-<pid>/<pthread name>-<tid> (<origin>)`, `<origin>` being `from <client
-    /// thread name>` or `pool/<i>`; its `<exe>-<pid>/<tid>` form for threads without a pthread
-    /// name is used here, with a counter standing in for the tid (there is no OS thread).
-    pub(crate) fn thread_name(&self, origin: &str) -> String {
-        let n = self.next_thread.get();
-        self.next_thread.set(n + 1);
-        format!("{EXE_NAME}-{}/{n} ({origin})", self.pid)
-    }
-
-    /// The name this process gives its own (calling) thread as a client: libmultiprocess's
-    /// `<exe>-<pid>/<pthread name>-<tid>`, which for a process's main thread is
-    /// `<exe>-<pid>/<exe>-<pid>` (the pthread name is the executable's, and the main thread's
-    /// tid is the pid), e.g. `bitcoin-cli-4607/bitcoin-cli-4607`.
-    pub(crate) fn main_thread_name(&self) -> String {
-        format!("{EXE_NAME}-{0}/{EXE_NAME}-{0}", self.pid)
-    }
-}
-
 /// A new `Init`: the bootstrap capability of one connection (libmultiprocess
 /// creates one per connection), with the connection's threads and pool.
-pub(crate) fn new_init(peer: Rc<Peer>) -> init::Client {
+pub(crate) fn new_init(names: Rc<Names>) -> init::Client {
     dispatch::new_client(InitImpl {
-        conn: Conn::new(peer),
+        conn: ConnThreads::new(names),
         client_thread_maps: RefCell::default(),
     })
 }
 
 struct InitImpl {
-    conn: Rc<Conn>,
+    conn: Rc<ConnThreads>,
     /// The ThreadMaps clients passed to `construct`. Kept for the connection's
     /// lifetime like libmultiprocess does; never used, since the node never
     /// creates threads in its clients.
@@ -116,7 +77,7 @@ impl init::Server for InitImpl {
         }
         results
             .get()
-            .set_thread_map(threads::new_thread_map(self.conn.clone()));
+            .set_thread_map(threads::thread_map(self.conn.clone()));
         Ok(())
     }
 
@@ -170,7 +131,7 @@ impl init::Server for InitImpl {
 }
 
 struct EchoImpl {
-    conn: Rc<Conn>,
+    conn: Rc<ConnThreads>,
 }
 
 impl Interface for EchoImpl {
@@ -235,7 +196,7 @@ impl Interrupt {
 }
 
 struct MiningImpl {
-    conn: Rc<Conn>,
+    conn: Rc<ConnThreads>,
     interrupt: Rc<Interrupt>,
 }
 
@@ -245,7 +206,7 @@ impl Interface for MiningImpl {
     const METHODS: u16 = 10;
 }
 
-fn set_tip(mut tip: crate::schema::common_capnp::block_ref::Builder<'_>) {
+fn set_tip(mut tip: mpspy_client::schema::common_capnp::block_ref::Builder<'_>) {
     tip.set_hash(&blocks::TIP_HASH);
     tip.set_height(blocks::TIP_HEIGHT);
 }
@@ -468,7 +429,7 @@ impl mining::Server for MiningImpl {
 }
 
 struct BlockTemplateImpl {
-    conn: Rc<Conn>,
+    conn: Rc<ConnThreads>,
     interrupt: Interrupt,
 }
 
@@ -615,7 +576,7 @@ impl block_template::Server for BlockTemplateImpl {
 }
 
 struct RpcImpl {
-    conn: Rc<Conn>,
+    conn: Rc<ConnThreads>,
 }
 
 impl Interface for RpcImpl {
@@ -665,6 +626,7 @@ fn json_rpc_reply(request: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EXE_NAME;
 
     #[test]
     fn json_rpc_replies() {
@@ -698,8 +660,11 @@ mod tests {
     }
 
     /// A Mining object and a Thread to call it on, from one connection.
-    fn mining_client() -> (mining::Client, crate::schema::proxy_capnp::thread::Client) {
-        let conn = Conn::new(Peer::new());
+    fn mining_client() -> (
+        mining::Client,
+        mpspy_client::schema::proxy_capnp::thread::Client,
+    ) {
+        let conn = ConnThreads::new(Names::new(EXE_NAME));
         let thread = conn.make_thread("test");
         let mining = dispatch::new_client(MiningImpl {
             conn,
@@ -774,7 +739,7 @@ mod tests {
     /// once it has returned, pushing it onto `order`.
     async fn wait(
         mining: &mining::Client,
-        thread: Option<&crate::schema::proxy_capnp::thread::Client>,
+        thread: Option<&mpspy_client::schema::proxy_capnp::thread::Client>,
         timeout_ms: f64,
         name: &'static str,
         order: &RefCell<Vec<&'static str>>,
@@ -791,7 +756,7 @@ mod tests {
     #[test]
     fn calls_queue_per_thread_and_pools_take_the_least_busy_thread() {
         local(async {
-            let conn = Conn::new(Peer::new());
+            let conn = ConnThreads::new(Names::new(EXE_NAME));
             let t1 = conn.make_thread("t1");
             let t2 = conn.make_thread("t2");
             let mining = dispatch::new_client(MiningImpl {
@@ -808,7 +773,7 @@ mod tests {
             );
             assert_eq!(order.take(), ["t2", "t1 long", "t1 short"]);
 
-            let mut req = threads::new_thread_map(conn.clone()).make_pool_request();
+            let mut req = threads::thread_map(conn.clone()).make_pool_request();
             req.get().set_count(2);
             req.send().promise.await.unwrap();
             // a, c on pool/0 (ties go to the lower index); b, d on pool/1.
@@ -820,19 +785,5 @@ mod tests {
             );
             assert_eq!(order.take(), ["b", "d", "a", "c"]);
         });
-    }
-
-    #[test]
-    fn thread_names() {
-        let peer = Peer::new();
-        let pid = std::process::id();
-        assert_eq!(
-            peer.thread_name("from pyclient"),
-            format!("mpspy-testpeer-{pid}/1 (from pyclient)")
-        );
-        assert_eq!(
-            peer.thread_name("pool/0"),
-            format!("mpspy-testpeer-{pid}/2 (pool/0)")
-        );
     }
 }

@@ -34,21 +34,18 @@ use windows as sys;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use mpspy_client::connect::{self, CHILD_EXIT_GRACE, FdArg};
+use mpspy_client::net;
+use mpspy_client::threads::Names;
 
-use crate::FdArg;
+use crate::EXE_NAME;
 use crate::client::{self, SessionOptions};
-use crate::net;
-use crate::server::{Peer, new_init};
+use crate::server::new_init;
 
 /// The environment variable that asks a `-ipcfd` child to spawn further.
 pub(crate) const SPAWN_ENV: &str = "MPSPY_TESTPEER_SPAWN";
-
-/// How long a parent waits for its child to exit after closing the
-/// connection before killing it: the child should exit as soon as it sees EOF.
-const CHILD_EXIT_GRACE: Duration = Duration::from_secs(30);
 
 /// What the spawned child's environment says about spawning further.
 enum ChainEnv {
@@ -89,21 +86,36 @@ async fn spawn_and_run(
     shape: FdArg,
 ) -> Result<()> {
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    let path = child_path(&argv0, name);
-    let (mut child, pid, stream) = sys::launch(&path, shape, &env).await?;
+    let path = child_path(&argv0, name).display().to_string();
+    let env: Vec<(String, Option<String>)> = match env {
+        ChainEnv::Inherit => Vec::new(),
+        ChainEnv::Set(rest) => vec![(SPAWN_ENV.to_string(), Some(rest))],
+        ChainEnv::Remove => vec![(SPAWN_ENV.to_string(), None)],
+    };
+    // On Windows the spawn waits until the child has opened its pipe; the loop has other work
+    // meanwhile (a nested spawn also serves its own parent).
+    let spawned = tokio::task::spawn_blocking(move || connect::spawn(&path, shape, &env))
+        .await
+        .context("spawn task")??;
+    let mut child = spawned.child;
+    let pid = child.id();
     println!("Process {name} pid {pid} launched");
 
     // The session closes the connection when it ends, successfully or not;
     // the child exits on EOF.
-    let session = client::run_over(stream, opts).await;
+    let session = match connect::into_tokio(spawned.stream) {
+        Ok(stream) => client::run_over(stream, opts).await,
+        Err(e) => Err(e.into()),
+    };
 
-    let status = match tokio::time::timeout(CHILD_EXIT_GRACE, child.wait()).await {
-        Ok(status) => status.context("waiting for the child")?,
-        Err(_) => {
+    let status = match child.wait_timeout_async(CHILD_EXIT_GRACE).await {
+        Ok(Some(status)) => status,
+        Ok(None) => {
             eprintln!("Process {name} pid {pid} did not exit; killing it");
-            child.kill().await.ok();
-            child.wait().await.context("waiting for the child")?
+            child.kill().ok();
+            child.wait().context("waiting for the child")?
         }
+        Err(e) => return Err(e).context("waiting for the child"),
     };
     println!(
         "Process {name} pid {pid} exited with status {}",
@@ -128,7 +140,7 @@ pub(crate) async fn serve_inherited(arg: &str) -> Result<ExitCode> {
         })
     });
 
-    let peer = Peer::new();
+    let peer = Names::new(EXE_NAME);
     let served = net::rpc_system(stream, new_init(peer).client).await;
     if let Some(task) = nested {
         task.await.context("nested spawn task")??;

@@ -13,13 +13,15 @@ use capnp::capability::RemotePromise;
 use capnp_rpc::rpc_capnp::{cap_descriptor, message, return_};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
+use crate::EXE_NAME;
 use crate::client::{self, SessionOptions};
-use crate::net::{self, KeepUntilClose};
-use crate::schema::init_capnp::init;
-use crate::schema::mining_capnp::mining;
-use crate::schema::proxy_capnp::{context, thread, thread_map};
-use crate::server::{Peer, new_init};
-use crate::threads;
+use crate::server::new_init;
+use mpspy_client::net::{self, KeepUntilClose};
+use mpspy_client::schema::init_capnp::init;
+use mpspy_client::schema::mining_capnp::mining;
+use mpspy_client::schema::proxy_capnp::{context, thread, thread_map};
+use mpspy_client::threads;
+use mpspy_client::threads::Names;
 
 const MINING: u64 = 0xf9c6_8436_df3a_f39e;
 
@@ -216,7 +218,10 @@ fn serve_tapped(log: &Log) -> DuplexStream {
     let (sr, sw) = tokio::io::split(tap_server);
     tokio::task::spawn_local(pump(cr, sw, true, log.clone()));
     tokio::task::spawn_local(pump(sr, cw, false, log.clone()));
-    tokio::task::spawn_local(net::rpc_system(server, new_init(Peer::new()).client));
+    tokio::task::spawn_local(net::rpc_system(
+        server,
+        new_init(Names::new(EXE_NAME)).client,
+    ));
     client
 }
 
@@ -493,7 +498,7 @@ fn thread_and_pool_errors_say_what_master_says() {
         };
         texts.push(fails(wait_tip(&mining, None, 1.0)).await);
         // A Thread the client hosts is not one of the server's.
-        let foreign = threads::new_callback_thread("mine".to_string());
+        let foreign = threads::callback_thread("mine".to_string());
         texts.push(fails(wait_tip(&mining, Some(&foreign), 1.0)).await);
         // makePool(0) makes no pool (a later makePool still works) ...
         let pool = |count: u32| {

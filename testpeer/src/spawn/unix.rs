@@ -1,72 +1,19 @@
-//! Spawning over an inherited socketpair end (protocol digest §5.1).
+//! The child side of a spawn over an inherited socketpair end (protocol digest §5.1); the parent
+//! side is `mpspy_client::connect::spawn`.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::ExitStatus;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{ChainEnv, SPAWN_ENV};
-use crate::{EXE_NAME, FdArg};
+use crate::EXE_NAME;
 
 /// The connection's stream type on this platform.
 pub(super) type Stream = tokio::net::UnixStream;
-
-/// A started child.
-pub(super) struct Launched(tokio::process::Child);
-
-/// `socketpair(AF_UNIX, SOCK_STREAM)`, run `path -ipcfd <child's fd>` (or `path <fd>`) with the
-/// child's end inherited, and close our copy of that end.
-pub(super) async fn launch(
-    path: &Path,
-    shape: FdArg,
-    env: &ChainEnv,
-) -> Result<(Launched, u32, Stream)> {
-    let (ours, theirs) = UnixStream::pair().context("socketpair")?;
-    // std creates both ends close-on-exec; the child's end must survive exec.
-    // Our end stays close-on-exec so the child never holds it. This process
-    // spawns from one thread only, so no other child can inherit `theirs` in
-    // the window before it is closed below.
-    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
-        .context("clearing FD_CLOEXEC on the child's socket")?;
-    let mut cmd = tokio::process::Command::new(path);
-    if shape == FdArg::Ipcfd {
-        cmd.arg("-ipcfd");
-    }
-    cmd.arg(theirs.as_raw_fd().to_string());
-    match env {
-        ChainEnv::Inherit => {}
-        ChainEnv::Set(rest) => {
-            cmd.env(SPAWN_ENV, rest);
-        }
-        ChainEnv::Remove => {
-            cmd.env_remove(SPAWN_ENV);
-        }
-    }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("spawning {}", path.display()))?;
-    drop(theirs);
-    let pid = child.id().unwrap_or_default();
-    ours.set_nonblocking(true)?;
-    Ok((Launched(child), pid, Stream::from_std(ours)?))
-}
-
-impl Launched {
-    /// Waits for the child to exit.
-    pub(super) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.0.wait().await
-    }
-
-    /// Kills the child.
-    pub(super) async fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill().await
-    }
-}
 
 /// The status as Bitcoin logs it: the raw waitpid status (exit code << 8 for a normal exit).
 pub(super) fn raw_status(status: ExitStatus) -> i64 {

@@ -1,14 +1,15 @@
-//! One Cap'n Proto two-party RPC connection over a byte stream, and the places where the
-//! test peer adjusts what capnp-rust would put on the wire so that it looks like the C++ peers
-//! (Cap'n Proto 0.9.2 under libmultiprocess, as in the real binaries).
+//! One Cap'n Proto two-party RPC connection over a byte stream, and the places where mpspy
+//! adjusts what capnp-rust would put on the wire so that it looks like the C++ peers (Cap'n
+//! Proto 0.9.2 under libmultiprocess, as in the real binaries). Both ends use it: the client
+//! ([`as_client`]) and the test peer's servers ([`rpc_system`]).
 //!
-//! [`Network`] wraps capnp-rpc's two-party network and sees every message in both directions.
+//! `Network` wraps capnp-rpc's two-party network and sees every message in both directions.
 //! It changes five things:
 //!
 //! - **First segment size.** capnp-rpc sizes the bootstrap `Return` with a 10-word first
 //!   segment; the message needs 11, so it goes out as two segments (8 + 4 words, 112 bytes)
 //!   where the C++ runtime sends one (96 bytes). Every first segment is therefore at least
-//!   [`MIN_FIRST_SEGMENT_WORDS`] words. That is only the allocation: a segment goes on the wire
+//!   `MIN_FIRST_SEGMENT_WORDS` words. That is only the allocation: a segment goes on the wire
 //!   with the words actually used, so small messages stay the size they were, and large ones
 //!   keep their small first segment plus one big one (as the C++ peers' 40 KB messages do).
 //! - **No empty capability tables.** capnp-rpc writes an empty `Payload.capTable` list into
@@ -394,8 +395,8 @@ where
 }
 
 /// Builds the RPC system for one connection of the listening/spawned end, which hosts
-/// `bootstrap` (our `Init`).
-pub(crate) fn rpc_system<S>(stream: S, bootstrap: capnp::capability::Client) -> RpcSystem<Side>
+/// `bootstrap` (its `Init`); it runs until the connection ends.
+pub fn rpc_system<S>(stream: S, bootstrap: capnp::capability::Client) -> RpcSystem<Side>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
 {
@@ -406,11 +407,11 @@ where
 /// and its Threads): [`as_client`] drops them only after the connection is closed, so, as from
 /// bitcoin-cli, no Release for them is ever sent.
 #[derive(Clone, Default)]
-pub(crate) struct KeepUntilClose(Rc<RefCell<Vec<capnp::capability::Client>>>);
+pub struct KeepUntilClose(Rc<RefCell<Vec<capnp::capability::Client>>>);
 
 impl KeepUntilClose {
     /// Keeps a reference to `cap` until the connection is closed.
-    pub(crate) fn keep<C: FromClientHook>(&self, cap: &C) {
+    pub fn keep<C: FromClientHook>(&self, cap: &C) {
         self.0.borrow_mut().push(capnp::capability::Client::new(
             cap.as_client_hook().add_ref(),
         ));
@@ -422,7 +423,7 @@ impl KeepUntilClose {
 /// whatever the session dropped has been released, what it kept ([`KeepUntilClose`], and Init
 /// itself) is not, and no Abort is sent. Returns the session's result and what went wrong while
 /// closing, if anything.
-pub(crate) async fn as_client<S, F, Fut, T>(stream: S, session: F) -> (T, Vec<String>)
+pub async fn as_client<S, F, Fut, T>(stream: S, session: F) -> (T, Vec<String>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
     F: FnOnce(init::Client, KeepUntilClose) -> Fut,

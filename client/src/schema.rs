@@ -1,5 +1,9 @@
 //! Generated bindings for the master schema set (see `build.rs`).
 //!
+//! The client itself needs only `proxy.capnp` (Thread, ThreadMap, Context) and `Init.construct`,
+//! but `init.capnp` names the other files' interfaces, so the whole set is generated. It is
+//! public so that the test peer, whose servers implement the rest, uses these same types.
+//!
 //! The module names match what the generated code refers to
 //! (`crate::schema::<file>_capnp`). Bitcoin's `rpc.capnp` becomes
 //! `schema::rpc_capnp`, which does not clash with `capnp_rpc::rpc_capnp`.
@@ -14,21 +18,27 @@
     missing_docs
 )]
 
-pub(crate) mod proxy_capnp {
+/// libmultiprocess's `mp/proxy.capnp`: Thread, ThreadMap, Context.
+pub mod proxy_capnp {
     include!(concat!(env!("OUT_DIR"), "/mp/proxy_capnp.rs"));
 }
-pub(crate) mod common_capnp {
+/// Bitcoin's `common.capnp`.
+pub mod common_capnp {
     include!(concat!(env!("OUT_DIR"), "/common_capnp.rs"));
 }
-pub(crate) mod echo_capnp {
+/// Bitcoin's `echo.capnp`: Echo.
+pub mod echo_capnp {
     include!(concat!(env!("OUT_DIR"), "/echo_capnp.rs"));
 }
-pub(crate) mod init_capnp {
+/// Bitcoin's `init.capnp`: Init, the bootstrap interface.
+pub mod init_capnp {
     include!(concat!(env!("OUT_DIR"), "/init_capnp.rs"));
 }
-pub(crate) mod mining_capnp {
+/// Bitcoin's `mining.capnp`: Mining, BlockTemplate.
+pub mod mining_capnp {
     include!(concat!(env!("OUT_DIR"), "/mining_capnp.rs"));
 }
-pub(crate) mod rpc_capnp {
+/// Bitcoin's `rpc.capnp`: Rpc.
+pub mod rpc_capnp {
     include!(concat!(env!("OUT_DIR"), "/rpc_capnp.rs"));
 }

@@ -1,5 +1,11 @@
-//! Server threads: `ThreadMap.makeThread`, `ThreadMap.makePool` and where each Context call
-//! runs (protocol digest §4.2, §4.3).
+//! Threads: `ThreadMap.makeThread`, `ThreadMap.makePool` and where each Context call runs
+//! (protocol digest §4.2, §4.3), for both ends of a connection.
+//!
+//! A libmultiprocess client passes its own ThreadMap to `Init.construct`, so that the server can
+//! make threads on the client's side and call back into it; the server's ThreadMap, returned by
+//! `construct`, makes the threads the client's calls run on. Both are the same object in
+//! libmultiprocess, and here too: [`thread_map()`] is what this crate's client hands to
+//! `construct`, and what the test peer's `Init` returns.
 //!
 //! bitcoin-node runs every method that takes a `Context` on a worker: the dedicated OS thread
 //! that `makeThread` started for `Context.thread`, or, when `thread` is not set and the
@@ -11,8 +17,7 @@
 //!
 //! # No OS threads here, same wire
 //!
-//! The test peer keeps everything on its one event loop (capnp-rust objects are `!Send`) and
-//! makes each server Thread a first-in-first-out turn queue instead: a Context method first
+//! Everything stays on the one event loop (capnp-rust objects are `!Send`), and each Thread is a first-in-first-out turn queue instead: a Context method first
 //! takes its Thread's turn, runs to completion (waits included) while holding it, and only then
 //! lets the next queued call start. So, as with the C++ node:
 //!
@@ -53,17 +58,58 @@ use capnp::capability::FromClientHook;
 use capnp_rpc::CapabilityServerSet;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::dispatch::{self, Hook, Interface};
+use crate::dispatch::{self, Hook, Interface, std_exception};
 use crate::schema::proxy_capnp::{context, thread, thread_map};
-use crate::server::{Peer, std_exception};
 
-/// Pools larger than this are refused: each pool thread is cheap here, but a client asking for
-/// billions should get an error rather than exhaust the test peer's memory.
+/// Pools larger than this are refused: each pool thread is cheap here, but a peer asking for
+/// billions should get an error rather than exhaust this process's memory.
 const MAX_POOL: u32 = 1024;
 
+/// How this process names threads, as libmultiprocess does: `<exe>-<pid>/<thread>`.
+#[derive(Debug)]
+pub struct Names {
+    exe: String,
+    pid: u32,
+    next_thread: Cell<u64>,
+}
+
+impl Names {
+    /// Names for this process, running as `exe` (e.g. `mpspy`, `mpspy-testpeer`).
+    pub fn new(exe: &str) -> Rc<Self> {
+        Rc::new(Names {
+            exe: exe.to_string(),
+            pid: std::process::id(),
+            next_thread: Cell::new(1),
+        })
+    }
+
+    /// The long name of a new Thread made here, as `Thread.getName` returns it. libmultiprocess
+    /// uses `<exe>-<pid>/<pthread name>-<tid> (<origin>)`, `<origin>` being `from <caller's
+    /// thread name>` or `pool/<i>`; its `<exe>-<pid>/<tid>` form for threads without a pthread
+    /// name is used here, with a counter standing in for the tid (there is no OS thread).
+    pub fn thread_name(&self, origin: &str) -> String {
+        let n = self.next_thread.get();
+        self.next_thread.set(n + 1);
+        format!("{}-{}/{n} ({origin})", self.exe, self.pid)
+    }
+
+    /// The name of one of this process's own (calling) threads: `<exe>-<pid>/<thread>`.
+    pub fn own_thread(&self, thread: &str) -> String {
+        format!("{}-{}/{thread}", self.exe, self.pid)
+    }
+
+    /// The name this process gives its main thread as a client: libmultiprocess's
+    /// `<exe>-<pid>/<pthread name>-<tid>`, which for a process's main thread is
+    /// `<exe>-<pid>/<exe>-<pid>` (the pthread name is the executable's, and the main thread's
+    /// tid is the pid), e.g. `bitcoin-cli-4607/bitcoin-cli-4607`.
+    pub fn main_thread_name(&self) -> String {
+        self.own_thread(&format!("{}-{}", self.exe, self.pid))
+    }
+}
+
 /// One connection's threads: the Threads its ThreadMaps made, and its pool.
-pub(crate) struct Conn {
-    peer: Rc<Peer>,
+pub struct ConnThreads {
+    names: Rc<Names>,
     /// Our Thread capabilities, to recognise them when they come back in `Context.thread`
     /// (libmultiprocess keeps a `CapabilityServerSet<Thread>` for the same purpose).
     threads: RefCell<CapabilityServerSet<ThreadImpl, Hook>>,
@@ -71,18 +117,19 @@ pub(crate) struct Conn {
     pool: RefCell<Vec<Rc<ThreadImpl>>>,
 }
 
-impl Conn {
-    pub(crate) fn new(peer: Rc<Peer>) -> Rc<Self> {
-        Rc::new(Conn {
-            peer,
+impl ConnThreads {
+    /// No threads yet; new ones are named by `names`.
+    pub fn new(names: Rc<Names>) -> Rc<Self> {
+        Rc::new(ConnThreads {
+            names,
             threads: RefCell::default(),
             pool: RefCell::default(),
         })
     }
 
-    /// A new server Thread named after the client's thread `from`.
-    pub(crate) fn make_thread(&self, from: &str) -> thread::Client {
-        let worker = ThreadImpl::new(self.peer.thread_name(&format!("from {from}")));
+    /// A new Thread named after the caller's thread `from` (what `makeThread` does).
+    pub fn make_thread(&self, from: &str) -> thread::Client {
+        let worker = ThreadImpl::new(self.names.thread_name(&format!("from {from}")));
         let mut threads = self.threads.borrow_mut();
         // Forget Threads the client has released.
         threads.gc();
@@ -99,18 +146,27 @@ impl Conn {
         }
         if count > MAX_POOL {
             return Err(std_exception(&format!(
-                "makePool: {count} threads is more than this test peer makes ({MAX_POOL})"
+                "makePool: {count} threads is more than this process makes ({MAX_POOL})"
             )));
         }
         *pool = (0..count)
-            .map(|i| Rc::new(ThreadImpl::new(self.peer.thread_name(&format!("pool/{i}")))))
+            .map(|i| {
+                Rc::new(ThreadImpl::new(
+                    self.names.thread_name(&format!("pool/{i}")),
+                ))
+            })
             .collect();
         Ok(())
     }
 
     /// Waits for the turn of the Thread that runs a call with Context `ctx`; the call runs
     /// while the returned [`Turn`] is held.
-    pub(crate) async fn enter(&self, ctx: context::Reader<'_>) -> Result<Turn, Error> {
+    ///
+    /// # Errors
+    ///
+    /// master's exceptions for a `thread` that is not one of ours and for a call without
+    /// `thread` on a connection without a pool (see the module docs).
+    pub async fn enter(&self, ctx: context::Reader<'_>) -> Result<Turn, Error> {
         let callback = if ctx.has_callback_thread() {
             Some(ctx.get_callback_thread()?)
         } else {
@@ -138,39 +194,38 @@ impl Conn {
     }
 }
 
-/// A `ThreadMap`: the server returns a new one from each `construct`; a client passes its own
-/// to `construct`.
-pub(crate) fn new_thread_map(conn: Rc<Conn>) -> thread_map::Client {
+/// A `ThreadMap` making its Threads in `conn`: the server returns a new one from each
+/// `construct`; a client passes its own to `construct`.
+pub fn thread_map(conn: Rc<ConnThreads>) -> thread_map::Client {
     dispatch::new_client(ThreadMapImpl { conn })
 }
 
-/// A `Thread` that only has a name: a client's `Context.callbackThread`. Nothing runs on it,
-/// since the test peer's server never calls back into its clients.
 /// A client's pipelined `makeThread`, settled: waits for its Return, lets go of the question
 /// (pipeline and response, so it is Finished now, as a C++ client finishes every answer) and
 /// keeps the Thread until the connection closes.
-pub(crate) async fn settle_made_thread(
+///
+/// # Errors
+///
+/// `makeThread` failed (the error is capnp-rpc's: an exception, or the connection went).
+pub async fn settle_made_thread(
     made: capnp::capability::RemotePromise<thread_map::make_thread_results::Owned>,
     keep: &crate::net::KeepUntilClose,
-) -> anyhow::Result<thread::Client> {
-    use anyhow::Context as _;
+) -> Result<thread::Client, Error> {
     let capnp::capability::RemotePromise { promise, pipeline } = made;
-    let thread = promise
-        .await
-        .context("ThreadMap.makeThread")?
-        .get()?
-        .get_result()?;
+    let thread = promise.await?.get()?.get_result()?;
     drop(pipeline);
     keep.keep(&thread);
     Ok(thread)
 }
 
-pub(crate) fn new_callback_thread(name: String) -> thread::Client {
+/// A `Thread` that only has a name: a client's `Context.callbackThread`. Nothing is routed to
+/// it: the peers mpspy talks to never run a call of theirs on it.
+pub fn callback_thread(name: String) -> thread::Client {
     dispatch::new_client(ThreadImpl::new(name))
 }
 
 struct ThreadMapImpl {
-    conn: Rc<Conn>,
+    conn: Rc<ConnThreads>,
 }
 
 impl Interface for ThreadMapImpl {
@@ -202,7 +257,7 @@ impl thread_map::Server for ThreadMapImpl {
     }
 }
 
-/// A server Thread: its long name and its queue of calls.
+/// A Thread: its long name and its queue of calls.
 pub(crate) struct ThreadImpl {
     name: String,
     /// Held by the call that runs now. tokio's mutex hands the lock over in the order it was
@@ -261,7 +316,7 @@ impl Drop for InFlight {
 }
 
 /// A call's turn on its Thread: while it is held, later calls on the same Thread wait.
-pub(crate) struct Turn {
+pub struct Turn {
     _running: OwnedMutexGuard<()>,
     _in_flight: InFlight,
     /// The request's `Context.callbackThread`, released after the Return (see the module docs).
@@ -278,5 +333,32 @@ impl Drop for Turn {
                 drop(callback);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_names() {
+        let names = Names::new("mpspy-testpeer");
+        let pid = std::process::id();
+        assert_eq!(
+            names.thread_name("from pyclient"),
+            format!("mpspy-testpeer-{pid}/1 (from pyclient)")
+        );
+        assert_eq!(
+            names.thread_name("pool/0"),
+            format!("mpspy-testpeer-{pid}/2 (pool/0)")
+        );
+        assert_eq!(
+            names.main_thread_name(),
+            format!("mpspy-testpeer-{pid}/mpspy-testpeer-{pid}")
+        );
+        assert_eq!(
+            names.own_thread("main"),
+            format!("mpspy-testpeer-{pid}/main")
+        );
     }
 }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! [`new_client`] wraps the generated dispatcher in [`Strict`], which checks the ids first and
-//! hands everything it knows to the generated code unchanged.
+//! hands everything it knows to the generated code unchanged. The client's own servers (its
+//! ThreadMap and Threads) go through it, and so do the test peer's.
 
 use std::ops::Deref;
 use std::rc::Rc;
@@ -24,8 +25,14 @@ use capnp::capability::{
 use capnp::private::capability::ClientHook;
 use capnp::traits::HasTypeId;
 
+/// What C++ `std::exception`s look like on the wire: libmultiprocess sends
+/// `Exception{type = failed, reason = "std::exception: <what()>"}`.
+pub fn std_exception(what: &str) -> capnp::Error {
+    capnp::Error::failed(format!("std::exception: {what}"))
+}
+
 /// A server object and what the C++ runtime would say about its interface.
-pub(crate) trait Interface: Sized + 'static {
+pub trait Interface: Sized + 'static {
     /// The generated client type of the interface.
     type Client: FromServer<Self> + HasTypeId;
     /// The interface's display name as bitcoin-node master has it compiled in.
@@ -35,19 +42,19 @@ pub(crate) trait Interface: Sized + 'static {
 }
 
 /// A client for `server` whose unknown calls fail with the C++ runtime's texts.
-pub(crate) fn new_client<S: Interface>(server: S) -> S::Client {
+pub fn new_client<S: Interface>(server: S) -> S::Client {
     new_client_from_rc(Rc::new(server))
 }
 
 /// [`new_client`] for a shared server object.
-pub(crate) fn new_client_from_rc<S: Interface>(server: Rc<S>) -> S::Client {
+pub fn new_client_from_rc<S: Interface>(server: Rc<S>) -> S::Client {
     let Hook(hook) = capnp_rpc::new_client_from_rc::<Hook, S>(server);
     S::Client::new(hook)
 }
 
 /// An untyped capability, the client type [`Strict`] dispatchers are made for: capnp-rpc builds
 /// a local capability from any `FromServer` pair, and the typed client is then made from its hook.
-pub(crate) struct Hook(pub(crate) Box<dyn ClientHook>);
+pub struct Hook(pub Box<dyn ClientHook>);
 
 impl FromClientHook for Hook {
     fn new(hook: Box<dyn ClientHook>) -> Self {
@@ -74,7 +81,7 @@ impl<S: Interface> FromServer<S> for Hook {
 }
 
 /// The generated dispatcher of `S`, behind the C++ runtime's checks.
-pub(crate) struct Strict<S: Interface> {
+pub struct Strict<S: Interface> {
     inner: <S::Client as FromServer<S>>::Dispatch,
 }
 
