@@ -3,7 +3,7 @@
 //! flat however large the file is (replay and stats read it as a stream).
 //!
 //! The recording is generated: the shipped demo session with its `Echo.echo` call repeated
-//! (`mpspy_recorder::synth`), `REPLAY_BENCH_MB` megabytes of it (default 1024). Each command runs
+//! (`mpspy_capture::synth`), `REPLAY_BENCH_MB` megabytes of it (default 1024). Each command runs
 //! in a process of its own whose peak RSS is read from `getrusage` after it ends; its output
 //! goes through a pipe and is counted, not kept. Run with `cargo bench --bench replay`;
 //! `REPLAY_BENCH_FILE=PATH` keeps the recording there.
@@ -15,9 +15,9 @@ fn main() {
     use std::process::{Command, Stdio};
     use std::time::Instant;
 
-    use mpspy_recorder::record::Recorder;
-    use mpspy_recorder::synth;
-    use mpspy_recorder::tap::Tapped;
+    use mpspy_capture::record::Recorder;
+    use mpspy_capture::synth;
+    use mpspy_capture::tap::Tapped;
 
     // `cargo bench` passes --bench; a test run (`cargo test --benches`) passes nothing useful.
     if std::env::args().any(|a| a == "--list") {

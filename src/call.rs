@@ -160,7 +160,7 @@ fn connect(
             .parse()
             .with_context(|| format!("'{address}': fd:N needs a number"))?;
         let owned =
-            mpspy_recorder::fd::take_inherited_fd(n).with_context(|| format!("'{address}'"))?;
+            mpspy_capture::fd::take_inherited_fd(n).with_context(|| format!("'{address}'"))?;
         return Ok(Connection {
             stream: StdStream::from(owned),
             child: None,
@@ -169,7 +169,7 @@ fn connect(
     let path = match address {
         "unix" => {
             // Where bitcoin-cli -ipcconnect=unix would connect.
-            let env = mpspy_recorder::bitcoin::Env::from_process()?;
+            let env = mpspy_bitcoin::args::Env::from_process()?;
             let mut args = vec!["-ipcconnect=unix".to_string()];
             if let Some(d) = datadir {
                 args.push(format!("-datadir={}", d.display()));
@@ -177,7 +177,7 @@ fn connect(
             if let Some(c) = chain {
                 args.push(format!("-chain={c}"));
             }
-            mpspy_recorder::bitcoin::plan("bitcoin-cli", &args, &env, false)?
+            mpspy_bitcoin::args::plan("bitcoin-cli", &args, &env, false)?
                 .connect
                 .context("no IPC socket for these options")?
         }

@@ -2,7 +2,7 @@
 //!
 //! - Listening sockets (`-ipcbind`): the program is started with its own arguments and listens
 //!   where it would; once its socket file appears, mpspy takes it over
-//!   ([`mpspy_recorder::takeover`]): the program's socket gets a private second name and
+//!   ([`mpspy_capture::takeover`]): the program's socket gets a private second name and
 //!   mpspy's listener takes the public path, so clients reach mpspy, which relays them.
 //! - Connecting sockets (`-ipcconnect`): mpspy connects to the server first; if that works,
 //!   the program is pointed at a private socket of mpspy's instead, and its first connection is
@@ -28,10 +28,10 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use mpspy_recorder::bitcoin::{self, BindOrigin, BindSpec, Plan};
-use mpspy_recorder::relay::{self, ConnIds, ConnInfo, Relays, Serving, Upstream};
-use mpspy_recorder::takeover::{self, SocketId, Watcher, take_over};
-use mpspy_recorder::tap::{Clock, Tap};
+use mpspy_bitcoin::args::{self as bitcoin, BindOrigin, BindSpec, Plan};
+use mpspy_capture::relay::{self, ConnIds, ConnInfo, Relays, Serving, Upstream};
+use mpspy_capture::takeover::{self, SocketId, Watcher, take_over};
+use mpspy_capture::tap::{Clock, Tap};
 use mpspy_schema::event::{NoticeLevel, Peer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

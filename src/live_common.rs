@@ -11,9 +11,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use mpspy_capture::relay::Relays;
+use mpspy_capture::tap::{Clock, Tap, TapReceiver};
 use mpspy_engine::{SchemaConfig, Session};
-use mpspy_recorder::relay::Relays;
-use mpspy_recorder::tap::{Clock, Tap, TapReceiver};
 use mpspy_schema::event::NoticeLevel;
 
 use crate::cli::RunArgs;
@@ -31,8 +31,8 @@ pub(crate) fn capture(
     config: &SchemaConfig,
     clock: Clock,
 ) -> Result<(Tap, TapReceiver, Option<Recording>)> {
-    use mpspy_recorder::record::{RECORDER, Recorder, record_live};
-    use mpspy_recorder::tap::DECODER;
+    use mpspy_capture::record::{RECORDER, Recorder, record_live};
+    use mpspy_capture::tap::DECODER;
     let Some(path) = &args.record else {
         let (tap, rx) = Tap::single(clock, DECODER);
         return Ok((tap, rx, None));
@@ -56,7 +56,7 @@ pub(crate) fn capture(
 /// A live recording being written.
 pub(crate) struct Recording {
     path: String,
-    writer: JoinHandle<mpspy_recorder::record::RecordSummary>,
+    writer: JoinHandle<mpspy_capture::record::RecordSummary>,
 }
 
 /// The `--json` output of a run, knowing where the recording goes; the caller adds the UI or the

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use mpspy_recorder::bitcoin;
-use mpspy_recorder::relay::{ConnIds, Relays};
-use mpspy_recorder::tap::Clock;
-use mpspy_recorder::winspawn::{self, Output};
+use mpspy_bitcoin::args as bitcoin;
+use mpspy_capture::relay::{ConnIds, Relays};
+use mpspy_capture::tap::Clock;
+use mpspy_capture::winspawn::{self, Output};
 use mpspy_schema::event::{NoticeLevel, Peer};
 
 use crate::cli::RunArgs;
@@ -56,12 +56,9 @@ fn private_dir() -> Result<PathBuf> {
 /// directory is known.
 fn locate(program: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = mpspy_recorder::win32::resolve_program(
-        program,
-        std::env::split_paths(&path),
-        Path::is_file,
-    )
-    .with_context(|| format!("no such program: {program}"))?;
+    let found =
+        mpspy_capture::win32::resolve_program(program, std::env::split_paths(&path), Path::is_file)
+            .with_context(|| format!("no such program: {program}"))?;
     std::path::absolute(&found).with_context(|| format!("resolving {}", found.display()))
 }
 

@@ -35,7 +35,7 @@ use crate::sink::text::TextLines;
 
 // Decoding allocates and frees many small values per frame, and frames are allocated on the
 // relay's pump threads and freed on the decoder's: mimalloc takes that 35% faster than glibc's
-// allocator (`cargo bench -p mpspy-recorder --bench session`). Unix only so far: the Windows
+// allocator (`cargo bench -p mpspy-capture --bench session`). Unix only so far: the Windows
 // build is cross-compiled and tested under Wine, where it has not been tried.
 #[cfg(unix)]
 #[global_allocator]
@@ -96,7 +96,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
-    use mpspy_recorder::record::{self, End};
+    use mpspy_capture::record::{self, End};
     // The header names the schema selection used when recording; --schemas overrides it. The
     // file is then read as a stream: memory stays flat however long the recording is.
     let header = record::read_header(&args.file)
@@ -177,9 +177,9 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
 fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
     use std::io::{Read, Write};
 
+    use mpspy_bitcoin::debuglog::LogStats;
+    use mpspy_capture::record::{self, End};
     use mpspy_engine::stats::LONG_POLL;
-    use mpspy_recorder::debuglog::LogStats;
-    use mpspy_recorder::record::{self, End};
 
     const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
     let mut text = String::new();

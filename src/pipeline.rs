@@ -1,16 +1,16 @@
 //! The decode loop every source shares: items into the engine, its events out to every sink
 //! (each event shared, not copied per sink), and the engine's per-method stats for the summary. (A live recording is written beside it, from the tap: see
-//! [`mpspy_recorder::record::record_live`].)
+//! [`mpspy_capture::record::record_live`].)
 
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use mpspy_capture::record::RecordSummary;
 use mpspy_engine::Session;
 use mpspy_engine::SharedStats;
 use mpspy_engine::Tapped;
-use mpspy_recorder::record::RecordSummary;
 use mpspy_schema::event::NoticeLevel;
 use mpspy_schema::{Event, EventKind};
 

@@ -5,7 +5,7 @@
 //! symlinks to mpspy, one per program in the real program's directory, and the program is
 //! started with its argv0 in there. So every spawn runs mpspy first ([`invoked_as_shim`],
 //! [`run`]); the shim hands the parent's socket and one end of a new pair to this mpspy over
-//! the control socket (protocol in [`mpspy_recorder::shim`]), then execs the real program in
+//! the control socket (protocol in [`mpspy_capture::shim`]), then execs the real program in
 //! its own process with the fd number now naming the new pair's other end. The real child thus
 //! has the pid, argv and environment the parent gave it; its argv0 is still in the shim
 //! directory, so its own spawns are interposed too.
@@ -29,13 +29,13 @@ use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::Duration;
 
-use mpspy_recorder::fd::take_inherited_fd;
-use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, relay};
-use mpspy_recorder::shim::{
+use mpspy_capture::fd::take_inherited_fd;
+use mpspy_capture::relay::{ConnIds, ConnInfo, Relays, relay};
+use mpspy_capture::shim::{
     ENV_CONTROL, ENV_DIR, ENV_EXECED, ENV_QUIET, ENV_REAL_DIR, SpawnHeader, hand_off,
     is_after_commit, recv_spawn, send_reply, spawn_fd_arg,
 };
-use mpspy_recorder::tap::Tap;
+use mpspy_capture::tap::Tap;
 use mpspy_schema::event::{NoticeLevel, Peer};
 
 /// Whether this process is a shim: mpspy's environment says so, and argv0 is in the shim

@@ -1,5 +1,5 @@
 //! The spawn shim on Windows: mpspy between a program and the processes it spawns through the
-//! named pipe protocol (protocol in [`mpspy_recorder::shim::windows`]).
+//! named pipe protocol (protocol in [`mpspy_capture::shim::windows`]).
 //!
 //! [`setup`] fills a private directory with stand-ins (hard links, or copies, of mpspy.exe
 //! named like each `.exe` in the program's directory) and the program is started with its
@@ -26,14 +26,14 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Context;
-use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, relay};
-use mpspy_recorder::shim::windows::{
+use mpspy_capture::relay::{ConnIds, ConnInfo, Relays, relay};
+use mpspy_capture::shim::windows::{
     ENV_MAIN_PID, ENV_TOKEN, SpawnHeader, recv_spawn, send_spawn, spawn_pipe_arg,
 };
-use mpspy_recorder::shim::{ENV_CONTROL, ENV_DIR, ENV_REAL_DIR, FdArg, read_reply, send_reply};
-use mpspy_recorder::tap::Tap;
-use mpspy_recorder::win32::same_path;
-use mpspy_recorder::winspawn::{self, SpawnError};
+use mpspy_capture::shim::{ENV_CONTROL, ENV_DIR, ENV_REAL_DIR, FdArg, read_reply, send_reply};
+use mpspy_capture::tap::Tap;
+use mpspy_capture::win32::same_path;
+use mpspy_capture::winspawn::{self, SpawnError};
 use mpspy_schema::event::Peer;
 
 /// Whether this process is a shim: mpspy's environment says so and our own executable is a

@@ -1,4 +1,4 @@
-//! mpspy's emulation of Bitcoin Core's option handling (`mpspy_recorder::bitcoin`) against what
+//! mpspy's emulation of Bitcoin Core's option handling (`mpspy_bitcoin::args`) against what
 //! Bitcoin Core really does with a command line and its files.
 //!
 //! Each table row is a command line, the files to create, and what the real program did with it
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use mpspy_recorder::bitcoin::{self, Env};
+use mpspy_bitcoin::args::{self as bitcoin, Env};
 
 use crate::peers::{KillOnDrop, Scratch, peer};
 

@@ -4,7 +4,7 @@
 //! On unix the child gets its end of a socketpair as an inherited fd number (`PROGRAM -ipcfd N`,
 //! or `PROGRAM N` in the examples' shape). On Windows there are no fd numbers to inherit: the
 //! child gets a named pipe path instead and receives a loopback TCP socket through it
-//! (libmultiprocess PR #231), which `mpspy_recorder::winspawn` implements for both sides; this
+//! (libmultiprocess PR #231), which `mpspy_capture::winspawn` implements for both sides; this
 //! module only drives it.
 //!
 //! The streams here are std's, blocking; [`into_tokio`] registers one with the event loop that
@@ -238,7 +238,7 @@ mod imp {
     use std::io;
     use std::process::ExitStatus;
 
-    use mpspy_recorder::winspawn;
+    use mpspy_capture::winspawn;
 
     use super::{EnvChanges, FdArg, Spawned};
 

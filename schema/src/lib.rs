@@ -1,10 +1,9 @@
 //! mpspy's vocabulary: the interface schemas, the Cap'n Proto wire reader, the RPC envelope, the
 //! dynamic decoder and the event model.
 //!
-//! Producers (`mpspy-recorder`) and consumers (`mpspy-tui`, the binary's sinks) meet here and
+//! Producers (`mpspy-capture`) and consumers (`mpspy-tui`, the binary's sinks) meet here and
 //! nowhere else. Nothing in this crate does I/O except loading user schema files.
 
-pub mod bitcoin;
 pub mod decode;
 pub mod encode;
 pub mod event;

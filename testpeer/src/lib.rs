@@ -211,7 +211,7 @@ fn is_connect_info(arg: &OsString) -> bool {
 fn is_connect_info(arg: &OsString) -> bool {
     arg.to_str().is_some_and(|s| {
         s.get(..9)
-            .is_some_and(|p| mpspy_recorder::win32::same_path(p, r"\\.\pipe\"))
+            .is_some_and(|p| mpspy_capture::win32::same_path(p, r"\\.\pipe\"))
             && s.len() > 9
     })
 }

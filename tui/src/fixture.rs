@@ -93,7 +93,7 @@ impl Builder {
                 bytes: 64,
             }),
         );
-        // Latency as the recorder computes it: from the call's time.
+        // Latency as the engine computes it: from the call's time.
         let call_t = self
             .events
             .iter()

@@ -1,6 +1,6 @@
 //! mpspy's terminal UI: the live and replayed session as calls, methods, capabilities and the
 //! program's output. It consumes [`mpspy_schema::Event`]s only and never depends on the
-//! recorder, so a live proxy, a recording or a test vector can drive it.
+//! capture side, so a live proxy, a recording or a test vector can drive it.
 //!
 //! [`App`] is the UI state (fold events with [`App::feed`], keys with [`App::handle_key`]);
 //! [`render`] draws it for a given `now`; [`run`] is the terminal loop.

@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
+use mpspy_bitcoin::data;
 use mpspy_engine::stats::format_ns;
-use mpspy_schema::bitcoin;
 use mpspy_schema::rpc::CapDescriptor;
 use mpspy_schema::value::{Value, hex};
 
@@ -129,7 +129,7 @@ impl Builder<'_> {
     }
 
     fn data(&mut self, depth: usize, path: String, name: &str, bytes: &[u8], v: &Value) {
-        let readings = bitcoin::readings(name, bytes);
+        let readings = data::readings(name, bytes);
         let short = bytes.len() <= INLINE_DATA;
         let folded = !short && self.folded(&path, v);
         let head = if short {

@@ -5,7 +5,7 @@
 use std::process::ExitStatus;
 
 use anyhow::{Context, Result};
-use mpspy_recorder::winspawn;
+use mpspy_capture::winspawn;
 
 use crate::EXE_NAME;
 

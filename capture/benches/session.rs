@@ -1,17 +1,17 @@
 //! Throughput of the decode path on a generated 1M-frame session (the demo recording's
-//! `Echo.echo` call repeated, see `mpspy_recorder::synth`): the engine alone (frames in,
+//! `Echo.echo` call repeated, see `mpspy_capture::synth`): the engine alone (frames in,
 //! events out: envelope, params and results by schema, connection state, pairing, stats), the
 //! JSON Lines serialization of its events, and the pcapng writer. Run with
-//! `cargo bench -p mpspy-recorder --bench session`.
+//! `cargo bench -p mpspy-capture --bench session`.
 
 use std::hint::black_box;
 use std::io::{self, Write};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mpspy_capture::record::Recorder;
+use mpspy_capture::synth;
+use mpspy_capture::tap::Tapped;
 use mpspy_engine::{SchemaConfig, Session};
-use mpspy_recorder::record::Recorder;
-use mpspy_recorder::synth;
-use mpspy_recorder::tap::Tapped;
 use mpspy_schema::event::json_line;
 
 // The allocator the mpspy binary uses.

@@ -1,13 +1,12 @@
 //! mpspy's capture side: bytes in. Relay pumps, the tap that fans frames out to the recording
 //! writer and the decoder, pcapng recordings (written beside the tap, so they are lossless, and
-//! read back as a source), spawn shims and their protocols; also Bitcoin Core's argument rules
-//! and the `-debug=ipc` log reader behind `mpspy stats`.
+//! read back as a source), spawn shims and their protocols, and long synthetic sessions for
+//! benchmarks and soak runs. Bitcoin Core's argument rules and its `debug.log` live in
+//! `mpspy-bitcoin`.
 //!
 //! Every source hands [`mpspy_engine::Tapped`] items to the engine's
 //! [`Session`](mpspy_engine::Session), which alone turns them into events.
 
-pub mod bitcoin;
-pub mod debuglog;
 #[cfg(unix)]
 pub mod fd;
 pub mod record;

@@ -371,7 +371,7 @@ pub fn plan(
 /// connection the program would make (the last command-line `-ipcconnect`, which is the one in
 /// force, is replaced; otherwise the option is added). Added options go after the last option,
 /// before the first positional argument. Binds are not rewritten: the program listens where it
-/// would, and mpspy takes its socket over once it is there (`crate::takeover`).
+/// would, and mpspy takes its socket over once it is there (`mpspy_capture::takeover`).
 #[must_use]
 pub fn rewrite(args: &[String], plan: &Plan, private_connect: Option<&Path>) -> Vec<String> {
     let cmd = parse_command_line(args, Os::CURRENT);

@@ -8,8 +8,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::thread;
 
-use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
-use mpspy_recorder::tap::{Clock, Consumer, Tap, Tapped};
+use mpspy_capture::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
+use mpspy_capture::tap::{Clock, Consumer, Tap, Tapped};
 use mpspy_schema::Direction;
 
 /// A deterministic stream of valid frames with varied sizes (1 segment, 1..300 words).

@@ -4,9 +4,9 @@
 //! must hold exactly the frames that crossed, in order, per direction.
 //!
 //! Ignored by default (it is long); CI runs it with a moderate count:
-//! `MPSPY_SOAK_CALLS=200000 cargo test -p mpspy-recorder --test soak -- --ignored`.
+//! `MPSPY_SOAK_CALLS=200000 cargo test -p mpspy-capture --test soak -- --ignored`.
 //! Run it at 1M calls by hand before trusting a relay change:
-//! `MPSPY_SOAK_CALLS=1000000 cargo test --release -p mpspy-recorder --test soak -- --ignored --nocapture`.
+//! `MPSPY_SOAK_CALLS=1000000 cargo test --release -p mpspy-capture --test soak -- --ignored --nocapture`.
 #![cfg(unix)]
 
 use std::io::{Read, Write};
@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
+use mpspy_capture::record::{self, RECORDER, Recorder, record_live};
+use mpspy_capture::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
+use mpspy_capture::tap::{Clock, DECODER, Tap, Tapped};
 use mpspy_engine::framing::{Piece, Splitter};
 use mpspy_engine::{SchemaConfig, Session};
-use mpspy_recorder::record::{self, RECORDER, Recorder, record_live};
-use mpspy_recorder::relay::{ConnIds, ConnInfo, Relays, Upstream, serve};
-use mpspy_recorder::tap::{Clock, DECODER, Tap, Tapped};
 use mpspy_schema::Direction;
 use mpspy_schema::sets::Choice;
 use sha2::{Digest, Sha256};
