@@ -9,6 +9,10 @@ use mpspy_schema::rpc;
 use mpspy_schema::wire::Message;
 use std::hint::black_box;
 
+// The allocator the mpspy binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CAPTURES: [(&str, &[u8], &[u8]); 2] = [
     (
         "pyclient",
@@ -57,6 +61,22 @@ fn bench(c: &mut Criterion) {
         });
         // Sets are loaded once per process; the first Session pays for it outside the loop.
         drop(Session::new(SchemaConfig::default()));
+        // Decoding and state alone, as a session sees a capture: many connections in one
+        // Session (a short capture decoded in a fresh Session mostly measures its setup).
+        const CONNS: u32 = 100;
+        g.throughput(Throughput::Elements(n * u64::from(CONNS)));
+        g.bench_function("state_100_conns", |b| {
+            b.iter(|| {
+                let mut s = Session::new(SchemaConfig::default());
+                let mut events = 0;
+                for conn in 1..=CONNS {
+                    decode_pair(&mut s, conn, name, c2s, s2c);
+                    events += s.drain().len();
+                }
+                black_box(events)
+            })
+        });
+        g.throughput(Throughput::Elements(n));
         g.bench_function("full_json", |b| {
             b.iter(|| {
                 let mut s = Session::new(SchemaConfig::default());
