@@ -394,7 +394,14 @@ pub fn record_live(
             let mut dirty = false;
             let mut failed = None;
             loop {
-                let item = match rx.recv_timeout(&clock, FLUSH_INTERVAL) {
+                // With nothing buffered there is no flush to come back for: sleep until a
+                // frame arrives (an idle session costs no wake-ups).
+                let next = if dirty {
+                    rx.recv_timeout(&clock, FLUSH_INTERVAL.saturating_sub(last_flush.elapsed()))
+                } else {
+                    Ok(rx.recv(&clock))
+                };
+                let item = match next {
                     Ok(Some(item)) => Some(item),
                     Ok(None) => break,
                     Err(()) => None,
