@@ -180,4 +180,13 @@ mod tests {
         }
         assert!("thread_busy".parse::<LintId>().is_err());
     }
+
+    #[test]
+    fn the_documentation_table_has_every_lint_with_its_severity() {
+        let doc = include_str!("../../docs/lints.md");
+        for id in LintId::ALL {
+            let row = format!("| `{id}` | {} |", id.severity());
+            assert!(doc.contains(&row), "docs/lints.md lacks the row {row}");
+        }
+    }
 }
