@@ -65,3 +65,21 @@ fn decoding_with_the_wrong_schemas_is_a_schema_mismatch_lint() {
         "{lints:#?}"
     );
 }
+
+#[test]
+fn text_output_prints_a_lint_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/captures");
+    let out = run_ok(
+        mpspy()
+            .arg("decode")
+            .arg(root.join("bitcoin-node-master/pyclient.c2s.bin"))
+            .arg(root.join("bitcoin-node-master/pyclient.s2c.bin"))
+            .args(["--schemas", "v30"]),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("LINT warning schema-mismatch: Mining @4 under v30")),
+        "{text}"
+    );
+}
