@@ -83,3 +83,19 @@ fn text_output_prints_a_lint_line() {
         "{text}"
     );
 }
+
+#[test]
+fn allow_lint_silences_a_lint() {
+    let events = decode_json(
+        "captures/bitcoin-node-master/pyclient.c2s.bin",
+        "captures/bitcoin-node-master/pyclient.s2c.bin",
+        &["--schemas", "v30", "--allow-lint", "schema-mismatch"],
+    );
+    let lints = of_type(&events, "lint");
+    assert!(
+        lints.iter().all(|l| l["data"]["id"] != "schema-mismatch"),
+        "{lints:#?}"
+    );
+    // The mismatch itself is still reported: only the lint is silenced.
+    assert!(!of_type(&events, "schema_mismatch").is_empty());
+}

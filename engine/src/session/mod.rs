@@ -42,6 +42,9 @@ pub struct SchemaConfig {
     pub choice: Choice,
     /// User sets, searched before the built-in one.
     pub user: Vec<Arc<SchemaSet>>,
+    /// Lint thresholds and allow list: part of how traffic is read, so every source that
+    /// builds a session from the command line's schema options gets them too.
+    pub lints: LintConfig,
 }
 
 impl Default for SchemaConfig {
@@ -49,6 +52,7 @@ impl Default for SchemaConfig {
         SchemaConfig {
             choice: Choice::Auto,
             user: Vec::new(),
+            lints: LintConfig::default(),
         }
     }
 }
@@ -70,7 +74,6 @@ pub struct Session {
     /// False for sources without timestamps (raw captures): latencies are then unknown.
     timed: bool,
     dropped_total: u64,
-    lints: LintConfig,
 }
 
 #[derive(Debug)]
@@ -183,20 +186,20 @@ impl Session {
             out: Vec::new(),
             timed: true,
             dropped_total: 0,
-            lints: LintConfig::default(),
         }
     }
 
-    /// Reports lints with `config`'s thresholds and allow list (the default reports all).
+    /// Reports lints with `config`'s thresholds and allow list instead of those of the
+    /// [`SchemaConfig`].
     #[must_use]
     pub fn with_lints(mut self, config: LintConfig) -> Self {
-        self.lints = config;
+        self.config.lints = config;
         self
     }
 
     /// Emits `lint` unless it is allowed.
     fn lint(&mut self, conn: ConnId, dir: Option<Direction>, t_ns: u64, lint: Lint) {
-        if self.lints.enabled(lint.id) {
+        if self.config.lints.enabled(lint.id) {
             self.emit(conn, dir, t_ns, EventKind::Lint(lint));
         }
     }
@@ -934,14 +937,14 @@ impl Session {
             && c.polls
                 .entry(long_poll)
                 .or_default()
-                .call(t_ns, &self.lints)
+                .call(t_ns, &self.config.lints)
         {
             lints.push(Lint::new(
                 LintId::PollingStorm,
                 format!(
                     "{long_poll} called more than {} times a second: a long poll is meant to \
                      wait, not to be polled",
-                    self.lints.poll_rate
+                    self.config.lints.poll_rate
                 ),
             ));
         }

@@ -235,6 +235,7 @@ impl Run {
         let mut s = Session::new(SchemaConfig {
             choice: Choice::Fixed("master".into()),
             user: Vec::new(),
+            ..SchemaConfig::default()
         });
         s.open(1, 0, "test", None, None);
         s.drain();
@@ -724,6 +725,7 @@ fn the_same_items_give_the_same_events_whichever_entry_point() {
     let mut b = Session::new(SchemaConfig {
         choice: Choice::Fixed("master".into()),
         user: Vec::new(),
+        ..SchemaConfig::default()
     });
     b.apply(&Tapped::Opened {
         conn: 1,

@@ -83,6 +83,7 @@ fn run_with(config: LintConfig) -> Run {
     r.s = Session::new(SchemaConfig {
         choice: Choice::Fixed("master".into()),
         user: Vec::new(),
+        ..SchemaConfig::default()
     })
     .with_lints(config);
     r.s.open(1, 0, "test", None, None);
