@@ -25,6 +25,7 @@ fn events(copies: u32) -> Vec<Event> {
     let mut session = Session::new(SchemaConfig {
         choice: mpspy_schema::sets::Choice::Auto,
         user: Vec::new(),
+        ..SchemaConfig::default()
     });
     session.set_untimed();
     session.start("bench", None);

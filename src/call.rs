@@ -277,6 +277,7 @@ fn run(
         session: mpspy_engine::Session::new(SchemaConfig {
             choice: Choice::Fixed(set_name),
             user: Vec::new(),
+            ..SchemaConfig::default()
         }),
         splitters: [Splitter::new(), Splitter::new()],
         start: Instant::now(),

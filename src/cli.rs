@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use mpspy_engine::LintConfig;
 use mpspy_schema::sets::Choice;
 
 /// See Bitcoin Core's multiprocess IPC: run a program with mpspy on its IPC sockets, or decode
@@ -169,6 +170,12 @@ pub(crate) struct ReplayArgs {
     /// Import directory for --schema .capnp files.
     #[arg(short = 'I', long = "import-path", value_name = "DIR")]
     pub(crate) include: Vec<PathBuf>,
+    /// A lint not to report (repeatable; ids in docs/lints.md, e.g. thread-busy).
+    #[arg(long, value_name = "ID")]
+    pub(crate) allow_lint: Vec<mpspy_schema::lint::LintId>,
+    /// polling-storm: more calls of one long-poll method per second than this is a storm.
+    #[arg(long, default_value_t = LintConfig::default().poll_rate, value_name = "N")]
+    pub(crate) poll_rate: f64,
 }
 
 /// Schema selection, shared by every command that decodes.
@@ -183,6 +190,12 @@ pub(crate) struct SchemaArgs {
     /// Import directory for --schema .capnp files (our mp/proxy.capnp is always available).
     #[arg(short = 'I', long = "import-path", value_name = "DIR")]
     pub(crate) include: Vec<PathBuf>,
+    /// A lint not to report (repeatable; ids in docs/lints.md, e.g. thread-busy).
+    #[arg(long, value_name = "ID")]
+    pub(crate) allow_lint: Vec<mpspy_schema::lint::LintId>,
+    /// polling-storm: more calls of one long-poll method per second than this is a storm.
+    #[arg(long, default_value_t = LintConfig::default().poll_rate, value_name = "N")]
+    pub(crate) poll_rate: f64,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +232,8 @@ impl Default for SchemaArgs {
             schemas: Choice::Auto,
             schema: Vec::new(),
             include: Vec::new(),
+            allow_lint: Vec::new(),
+            poll_rate: LintConfig::default().poll_rate,
         }
     }
 }

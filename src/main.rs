@@ -25,7 +25,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use mpspy_engine::raw::decode_pair;
-use mpspy_engine::{SchemaConfig, Session};
+use mpspy_engine::{LintConfig, SchemaConfig, Session};
 use mpspy_schema::sets;
 
 use crate::cli::{Cli, Command, DecodeArgs, SchemaArgs};
@@ -109,6 +109,8 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         schemas: choice,
         schema: args.schema.clone(),
         include: args.include.clone(),
+        allow_lint: args.allow_lint.clone(),
+        poll_rate: args.poll_rate,
     })?;
     let mut outputs = pipeline::Outputs::new();
     let source = format!("replay {}", args.file.display());
@@ -196,6 +198,7 @@ fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
             let mut session = Session::new(SchemaConfig {
                 choice: header.schemas.parse().unwrap_or(sets::Choice::Auto),
                 user: Vec::new(),
+                ..SchemaConfig::default()
             });
             let (header, end) = record::read_file_streaming(path, |_, item| {
                 session.apply(&item);
@@ -275,6 +278,11 @@ pub(crate) fn schema_config(args: &SchemaArgs) -> Result<SchemaConfig> {
     Ok(SchemaConfig {
         choice: args.schemas.clone(),
         user,
+        lints: LintConfig {
+            allow: args.allow_lint.clone(),
+            poll_rate: args.poll_rate,
+            ..LintConfig::default()
+        },
     })
 }
 

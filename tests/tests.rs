@@ -8,6 +8,7 @@ mod args;
 mod call;
 mod common;
 mod decode;
+mod lints;
 #[cfg(unix)]
 mod live;
 #[allow(dead_code)]

@@ -140,6 +140,7 @@ fn soak_every_frame_crosses_unchanged_and_is_recorded() {
         let mut session = Session::new(SchemaConfig {
             choice: Choice::Auto,
             user: Vec::new(),
+            ..SchemaConfig::default()
         });
         let (mut events, mut dropped) = (0u64, 0u64);
         while let Some(item) = decode_rx.recv(&clock) {

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lint::{LintId, Severity};
 use crate::rpc::{CapDescriptor, ExceptionInfo, MessageTarget, Resolution};
 use crate::value::Value;
 
@@ -360,6 +361,8 @@ pub enum EventKind {
         /// The notice, one line.
         text: String,
     },
+    /// The engine saw an IPC misuse (`docs/lints.md`).
+    Lint(Lint),
     /// Events were dropped because a consumer was slow.
     Dropped {
         /// Events dropped since the previous `dropped` event.
@@ -367,6 +370,45 @@ pub enum EventKind {
         /// Total dropped in this session.
         total: u64,
     },
+}
+
+/// A lint: what the engine found wrong with how the peers use IPC. The optional fields say what
+/// it concerns, so tools can jump to the call or capability without parsing `message`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lint {
+    /// The stable id, e.g. `thread-busy`.
+    pub id: LintId,
+    /// How much it matters.
+    pub severity: Severity,
+    /// What happened, one line, naming the method, capability or thread.
+    pub message: String,
+    /// `seq` of the call event it concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_seq: Option<u64>,
+    /// `Interface.method` it concerns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The capability it concerns, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cap: Option<String>,
+    /// The server thread it concerns, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+impl Lint {
+    /// A lint with its default severity and no subject yet.
+    pub fn new(id: LintId, message: String) -> Self {
+        Lint {
+            id,
+            severity: id.severity(),
+            message,
+            call_seq: None,
+            method: None,
+            cap: None,
+            thread: None,
+        }
+    }
 }
 
 /// A call.
@@ -457,6 +499,7 @@ impl EventKind {
             EventKind::SchemaMismatch { .. } => "schema_mismatch",
             EventKind::SchemaChosen { .. } => "schema_chosen",
             EventKind::Notice { .. } => "notice",
+            EventKind::Lint(_) => "lint",
             EventKind::Dropped { .. } => "dropped",
         }
     }

@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod encode;
 pub mod event;
+pub mod lint;
 pub mod registry;
 pub mod rpc;
 pub mod sets;

@@ -246,6 +246,9 @@ fn describe_into(kind: &EventKind, s: &mut String) {
                 let _ = write!(s, "mpspy: warning: {text}");
             }
         },
+        EventKind::Lint(l) => {
+            let _ = write!(s, "LINT {} {}: {}", l.severity, l.id, l.message);
+        }
         EventKind::Dropped { count, total } => {
             let _ = write!(
                 s,

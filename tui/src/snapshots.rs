@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use mpspy_engine::SharedStats;
+use mpspy_schema::event::{Event, EventKind, Lint};
+use mpspy_schema::lint::LintId;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -143,6 +145,48 @@ fn log_with_program_output_and_problems() {
     let mut a = app();
     key(&mut a, KeyCode::Char('4'));
     insta::assert_snapshot!(draw(&a, 120, 20));
+}
+
+#[test]
+fn log_with_lints() {
+    let mut a = app();
+    // What the engine says about the fixture's second connection: a long poll cut by the
+    // disconnect (info: not a problem) and a block template never destroyed (a problem).
+    let lint = |id: LintId, message: &str| {
+        let mut l = Lint::new(id, message.into());
+        l.method = Some("Mining.waitTipChanged".into());
+        EventKind::Lint(l)
+    };
+    for (seq, kind) in [
+        (
+            1000,
+            lint(
+                LintId::LongPollAtDisconnect,
+                "Mining.waitTipChanged (q9) was still waiting after 2.0s when the connection \
+                 closed (process exited)",
+            ),
+        ),
+        (
+            1001,
+            lint(
+                LintId::AliveAtDisconnect,
+                "BlockTemplate#5 was never destroyed: alive with 1 reference(s) when the \
+                 connection closed (process exited)",
+            ),
+        ),
+    ] {
+        a.feed(Feed::Event(Arc::new(Event {
+            seq,
+            t_ns: 2_140_000_000,
+            conn: 2,
+            dir: None,
+            kind,
+        })));
+    }
+    key(&mut a, KeyCode::Char('4'));
+    let screen = draw(&a, 120, 20);
+    assert!(screen.contains("problems 2"), "{screen}");
+    insta::assert_snapshot!(screen);
 }
 
 #[test]

@@ -639,6 +639,16 @@ impl State {
                 let problem = *level == mpspy_schema::event::NoticeLevel::Warning;
                 self.note(e, format!("mpspy: {text}"), problem);
             }
+            EventKind::Lint(l) => {
+                // Info lints (a long poll cut by a disconnect) are often deliberate: shown,
+                // not counted as problems.
+                let problem = l.severity != mpspy_schema::lint::Severity::Info;
+                self.note(
+                    e,
+                    format!("lint {} {}: {}", l.severity, l.id, l.message),
+                    problem,
+                );
+            }
             _ => {}
         }
     }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use mpspy_schema::SchemaSet;
 use mpspy_schema::decode::{CapUse, Lookup, Walker};
 use mpspy_schema::event::{
-    CallEvent, CapInfo, ConnId, Direction, Event, EventKind, Peer, PendingCall, ReturnEvent, Side,
-    qualified,
+    CallEvent, CapInfo, ConnId, Direction, Event, EventKind, Lint, Peer, PendingCall, ReturnEvent,
+    Side, qualified,
 };
 use mpspy_schema::rpc::{self, CapDescriptor, MessageTarget, Outcome, Payload, Rpc};
 use mpspy_schema::sets::{self, Choice, Shape};
@@ -23,12 +23,17 @@ use mpspy_schema::wire::{Message, Target};
 
 use crate::framing::HEX_EXCERPT;
 use crate::input::{BadBytes, Tapped};
-use crate::stats::{SharedStats, Stats};
+use crate::lint::{LintConfig, LintId, PollRate};
+use crate::stats::{LONG_POLL, SharedStats, Stats};
 
 /// libmultiprocess's interface whose `makeThread(name)` names server threads, found by name in
 /// whatever schema set decodes the call (ids differ between a user's copy of `proxy.capnp` and
 /// the built-in one only if the file was edited, names do not).
 const THREAD_MAP: (&str, &str) = ("ThreadMap", "makeThread");
+
+/// `ThreadMap.makePool` (libmultiprocess v11+): after it, Context calls without a thread run on
+/// the pool, so a null `Context.thread` is no longer a mistake.
+const MAKE_POOL: (&str, &str) = ("ThreadMap", "makePool");
 
 /// Which schemas to decode with.
 #[derive(Debug, Clone)]
@@ -37,6 +42,9 @@ pub struct SchemaConfig {
     pub choice: Choice,
     /// User sets, searched before the built-in one.
     pub user: Vec<Arc<SchemaSet>>,
+    /// Lint thresholds and allow list: part of how traffic is read, so every source that
+    /// builds a session from the command line's schema options gets them too.
+    pub lints: LintConfig,
 }
 
 impl Default for SchemaConfig {
@@ -44,6 +52,7 @@ impl Default for SchemaConfig {
         SchemaConfig {
             choice: Choice::Auto,
             user: Vec::new(),
+            lints: LintConfig::default(),
         }
     }
 }
@@ -89,6 +98,9 @@ struct Question {
     answer_caps: Vec<AnswerCap>,
     /// The export called, when known (host side, export id).
     target: Option<(Side, u32)>,
+    /// The server thread's identity (its capability's name, or the promise of the
+    /// `makeThread` answer), for `thread-busy`: names given to `makeThread` need not be unique.
+    thread_key: Option<String>,
 }
 
 /// A capability inside an answer. The answer keeps the object alive after the importer releases
@@ -129,6 +141,8 @@ struct Export {
     refs: u32,
     created_ns: u64,
     destroyed: bool,
+    /// A `destroy` call was sent to it (its Return may not have come yet).
+    destroy_called: bool,
     thread_name: Option<String>,
 }
 
@@ -140,6 +154,16 @@ struct Conn {
     /// Built-in sets that still fit this connection, most preferred first.
     candidates: Vec<Arc<SchemaSet>>,
     mismatches_reported: Vec<(u64, u16)>,
+    /// Directions in which `ThreadMap.makePool` was called (`null-thread` does not apply).
+    pooled: Vec<Direction>,
+    /// Exports whose last reference was released and whose id was not reused since, with their
+    /// names (`call-after-release`).
+    released: HashMap<(Side, u32), String>,
+    /// Recent calls per long-poll method (`polling-storm`).
+    polls: HashMap<&'static str, PollRate>,
+    /// Per-method lints already reported on this connection: one report per method, however
+    /// often a client repeats the mistake.
+    linted: HashSet<(LintId, u64, u16)>,
 }
 
 impl Session {
@@ -162,6 +186,21 @@ impl Session {
             out: Vec::new(),
             timed: true,
             dropped_total: 0,
+        }
+    }
+
+    /// Reports lints with `config`'s thresholds and allow list instead of those of the
+    /// [`SchemaConfig`].
+    #[must_use]
+    pub fn with_lints(mut self, config: LintConfig) -> Self {
+        self.config.lints = config;
+        self
+    }
+
+    /// Emits `lint` unless it is allowed.
+    fn lint(&mut self, conn: ConnId, dir: Option<Direction>, t_ns: u64, lint: Lint) {
+        if self.config.lints.enabled(lint.id) {
+            self.emit(conn, dir, t_ns, EventKind::Lint(lint));
         }
     }
 
@@ -228,6 +267,10 @@ impl Session {
                 next_cap: 0,
                 candidates: self.builtin.clone(),
                 mismatches_reported: Vec::new(),
+                pooled: Vec::new(),
+                released: HashMap::default(),
+                polls: HashMap::default(),
+                linted: HashSet::default(),
             },
         );
         self.closed.remove(&conn);
@@ -287,6 +330,43 @@ impl Session {
             .map(|(&(host, id), e)| cap_info(host, id, e, &lookup))
             .collect();
         live.sort_by_key(|a| (a.host, a.export_id));
+        // Lints first, so `conn_closed` stays the connection's last event.
+        for p in pending
+            .iter()
+            .filter(|p| LONG_POLL.contains(&p.method.as_str()))
+        {
+            let mut l = Lint::new(
+                LintId::LongPollAtDisconnect,
+                format!(
+                    "{} (q{}) was still waiting after {} when the connection closed ({reason})",
+                    p.method,
+                    p.question,
+                    crate::stats::format_ns(p.elapsed_ns)
+                ),
+            );
+            l.call_seq = Some(p.call_seq);
+            l.method = Some(p.method.clone());
+            self.lint(conn, Some(p.dir), t_ns, l);
+        }
+        for cap in live.iter().filter(|a| a.destroyable && !a.destroyed) {
+            let destroy_called = c
+                .exports
+                .get(&(cap.host, cap.export_id))
+                .is_some_and(|e| e.destroy_called);
+            if destroy_called {
+                continue; // destroy was on its way: the peer frees it.
+            }
+            let mut l = Lint::new(
+                LintId::AliveAtDisconnect,
+                format!(
+                    "{} was never destroyed: alive with {} reference(s) when the connection \
+                     closed ({reason})",
+                    cap.cap, cap.refs
+                ),
+            );
+            l.cap = Some(cap.cap.clone());
+            self.lint(conn, None, t_ns, l);
+        }
         self.emit(
             conn,
             None,
@@ -430,6 +510,7 @@ impl Session {
                         pipelined: Vec::new(),
                         answer_caps: Vec::new(),
                         target: None,
+                        thread_key: None,
                     },
                 );
                 self.emit(conn, ev, t_ns, EventKind::Bootstrap { question, bytes });
@@ -490,12 +571,15 @@ impl Session {
                     },
                 );
                 if gone {
+                    let sets = self.sets_for(conn);
                     let c = self.conns.get_mut(&conn).expect("conn exists");
                     if let Some(e) = c.exports.remove(&(host, id)) {
-                        let sets = self.sets_for(conn);
+                        c.released.insert((host, id), e.name.clone());
                         let refs: Vec<&SchemaSet> = sets.iter().map(|s| s.as_ref()).collect();
                         let info = cap_info(host, id, &e, &Lookup::new(&refs));
                         let lifetime_ns = t_ns.saturating_sub(e.created_ns);
+                        let leak = info.destroyable && !e.destroyed && !e.destroy_called;
+                        let name = info.cap.clone();
                         self.emit(
                             conn,
                             ev,
@@ -505,6 +589,17 @@ impl Session {
                                 lifetime_ns,
                             },
                         );
+                        if leak {
+                            let mut l = Lint::new(
+                                LintId::ReleasedWithoutDestroy,
+                                format!(
+                                    "{name} was released without a destroy call (libmultiprocess \
+                                     clients call destroy, wait for its return, then release)"
+                                ),
+                            );
+                            l.cap = Some(name);
+                            self.lint(conn, ev, t_ns, l);
+                        }
                     }
                 }
             }
@@ -616,6 +711,17 @@ impl Session {
             .first()
             .map(|s| s.name.clone())
             .unwrap_or_default();
+        // A method the set lacks altogether is `unknown-ordinal`'s (reported with the call).
+        let ordinal_missing = c
+            .candidates
+            .first()
+            .and_then(|s| s.interface(interface))
+            .is_some_and(|i| i.method(method).is_none());
+        let method_name = c
+            .candidates
+            .first()
+            .and_then(|s| s.method(interface, method))
+            .map_or_else(|| format!("@{method}"), |(_, m)| m.name.clone());
         let likely: Vec<String> = sets::BUILTIN
             .iter()
             .filter_map(|n| sets::builtin(n))
@@ -643,6 +749,14 @@ impl Session {
                     .find_map(|s| s.interface(interface).map(|i| i.name.clone()))
             })
             .unwrap_or_else(|| format!("{interface:#018x}"));
+        let lint = (!ordinal_missing).then(|| {
+            let mut l = Lint::new(
+                LintId::SchemaMismatch,
+                format!("{interface_name} @{method} under {chosen}: {reason}"),
+            );
+            l.method = Some(format!("{interface_name}.{method_name}"));
+            l
+        });
         self.emit(
             conn,
             None,
@@ -655,6 +769,9 @@ impl Session {
                 reason,
             },
         );
+        if let Some(l) = lint {
+            self.lint(conn, None, t_ns, l);
+        }
     }
 
     fn call(&mut self, conn: ConnId, dir: Direction, t_ns: u64, bytes: usize, call: rpc::Call<'_>) {
@@ -693,6 +810,9 @@ impl Session {
             None => raw(&call.params.content),
         };
         let sender = dir.sender();
+        let qualified_name = qualified(&interface, &method);
+        // Lints about this call, emitted after it (they name its `seq`).
+        let mut lints: Vec<Lint> = Vec::new();
         let c = self.conns.get_mut(&conn).expect("conn exists");
 
         // What the call is aimed at; calling a capability teaches us its interface.
@@ -704,9 +824,33 @@ impl Session {
                     Some(e) => {
                         learn_interface(e, call.interface_id, &interface);
                         target_key = Some((host, *id));
+                        if e.destroyed && method != "destroy" {
+                            let mut l = Lint::new(
+                                LintId::CallAfterRelease,
+                                format!("{qualified_name} called on {} after its destroy", e.name),
+                            );
+                            l.cap = Some(e.name.clone());
+                            lints.push(l);
+                        }
+                        if method == "destroy" {
+                            e.destroy_called = true;
+                        }
                         e.name.clone()
                     }
-                    None => format!("import {id}"),
+                    None => {
+                        if let Some(name) = c.released.get(&(host, *id)) {
+                            let mut l = Lint::new(
+                                LintId::CallAfterRelease,
+                                format!(
+                                    "{qualified_name} called on import {id}, released as \
+                                     {name}: the peer answers with an exception"
+                                ),
+                            );
+                            l.cap = Some(name.clone());
+                            lints.push(l);
+                        }
+                        format!("import {id}")
+                    }
                 }
             }
             MessageTarget::PromisedAnswer(pa) => {
@@ -744,8 +888,66 @@ impl Session {
             &mut params,
         );
         // Proxy.Context: the thread lane of this call.
-        let (thread, callback_thread) =
+        let (thread, callback_thread, thread_key) =
             context_threads(c, dir, &call.params.cap_table, &walker.caps);
+        if (interface.as_str(), method.as_str()) == MAKE_POOL && !c.pooled.contains(&dir) {
+            c.pooled.push(dir);
+        }
+        if params_id.is_some() && context_without_thread(&params) && !c.pooled.contains(&dir) {
+            let mut l = Lint::new(
+                LintId::NullThread,
+                format!(
+                    "{qualified_name} sent a Context without a thread and no pool was made on \
+                     this connection (the server answers 'no thread specified')"
+                ),
+            );
+            l.method = Some(qualified_name.clone());
+            lints.push(l);
+        }
+        if let Some(key) = &thread_key
+            && let Some(busy) = busy_with(c, dir, key)
+        {
+            let on = thread.as_deref().unwrap_or(key);
+            let mut l = Lint::new(
+                LintId::ThreadBusy,
+                format!(
+                    "{qualified_name} sent on thread {on} while {} (call #{}) still runs there",
+                    qualified(&busy.interface, &busy.method),
+                    busy.call_seq
+                ),
+            );
+            l.thread = thread.clone();
+            lints.push(l);
+        }
+        if params_id.is_none()
+            && lookup.interface_name(call.interface_id).is_some()
+            && c.linted
+                .insert((LintId::UnknownOrdinal, call.interface_id, call.method_id))
+        {
+            lints.push(Lint::new(
+                LintId::UnknownOrdinal,
+                format!(
+                    "{interface} has no method @{} in the schema set in use",
+                    call.method_id
+                ),
+            ));
+        }
+        if self.timed
+            && let Some(&long_poll) = LONG_POLL.iter().find(|m| **m == qualified_name)
+            && c.polls
+                .entry(long_poll)
+                .or_default()
+                .call(t_ns, &self.config.lints)
+        {
+            lints.push(Lint::new(
+                LintId::PollingStorm,
+                format!(
+                    "{long_poll} called more than {} times a second: a long poll is meant to \
+                     wait, not to be polled",
+                    self.config.lints.poll_rate
+                ),
+            ));
+        }
         let thread_name = (interface == THREAD_MAP.0 && method == THREAD_MAP.1)
             .then(|| {
                 params
@@ -772,6 +974,7 @@ impl Session {
                 pipelined: Vec::new(),
                 answer_caps: Vec::new(),
                 target: target_key,
+                thread_key,
             },
         );
         let ev = Some(dir);
@@ -803,6 +1006,11 @@ impl Session {
             .and_then(|c| c.questions.get_mut(&(dir, call.question)))
         {
             q.call_seq = call_seq;
+        }
+        for mut l in lints {
+            l.call_seq = Some(call_seq);
+            l.method.get_or_insert_with(|| qualified_name.clone());
+            self.lint(conn, ev, t_ns, l);
         }
     }
 
@@ -931,13 +1139,25 @@ impl Session {
                 c.questions.remove(&key);
             }
         }
+        let unimplemented = exception
+            .as_ref()
+            .is_some_and(|e| e.kind == "unimplemented");
+        // Bitcoin Core answers methods it retired with a `failed` stub ("Old mining interface
+        // (@2) not supported. Please update your client!", bitcoin/bitcoin#34568): for the
+        // client that is the same mistake as an unimplemented method.
+        let stub = exception.as_ref().is_some_and(|e| {
+            e.reason
+                .contains("not supported. Please update your client")
+        });
+        let unimplemented_lint = (unimplemented || stub)
+            && call_seq.is_some()
+            && c.linted
+                .insert((LintId::UnimplementedMethod, interface_id, method_id));
+        let reason = exception.as_ref().map(|e| e.reason.clone());
         let ev = Some(dir);
         for info in created {
             self.emit(conn, ev, t_ns, EventKind::CapCreated(info));
         }
-        let unimplemented = exception
-            .as_ref()
-            .is_some_and(|e| e.kind == "unimplemented");
         self.emit(
             conn,
             ev,
@@ -956,6 +1176,19 @@ impl Session {
                 bytes,
             }),
         );
+        if unimplemented_lint {
+            let name = qualified(&interface, &method);
+            let mut l = Lint::new(
+                LintId::UnimplementedMethod,
+                format!(
+                    "{name} (@{method_id}) is not implemented by the peer: {}",
+                    reason.unwrap_or_default()
+                ),
+            );
+            l.call_seq = call_seq;
+            l.method = Some(name);
+            self.lint(conn, ev, t_ns, l);
+        }
         if unimplemented {
             self.unimplemented_return(conn, t_ns, interface_id, method_id, &interface);
         }
@@ -1090,6 +1323,8 @@ fn bind_caps(
         let name = match d {
             CapDescriptor::SenderHosted(id) | CapDescriptor::SenderPromise(id) => {
                 let e = c.exports.entry((sender, *id)).or_insert_with(|| {
+                    // The id is reused: calls on it are calls on the new object.
+                    c.released.remove(&(sender, *id));
                     let n = c.next_cap;
                     c.next_cap += 1;
                     let name = format!("cap#{n}");
@@ -1099,6 +1334,7 @@ fn bind_caps(
                         refs: 0,
                         created_ns: t_ns,
                         destroyed: false,
+                        destroy_called: false,
                         thread_name: None,
                     }
                 });
@@ -1151,14 +1387,16 @@ fn bind_caps(
         .collect()
 }
 
-/// The thread names of a call's `Proxy.Context`.
+/// The thread names of a call's `Proxy.Context` (thread, callback thread), and the server
+/// thread's identity: its capability's name, or the promise of a `makeThread` answer not seen
+/// yet.
 fn context_threads(
     c: &Conn,
     dir: Direction,
     table: &[CapDescriptor],
     uses: &[CapUse],
-) -> (Option<String>, Option<String>) {
-    let name_of = |path: &str| -> Option<String> {
+) -> (Option<String>, Option<String>, Option<String>) {
+    let name_of = |path: &str| -> Option<(String, String)> {
         let u = uses.iter().find(|u| u.path == path)?;
         let d = table.get(u.index as usize)?;
         let sender = dir.sender();
@@ -1167,23 +1405,59 @@ fn context_threads(
             CapDescriptor::SenderHosted(id) => c.exports.get(&(sender, *id)),
             CapDescriptor::ReceiverAnswer(pa) => {
                 let q = c.questions.get(&(dir, pa.question))?;
+                let answer = c.answer_cap(dir, pa.question, &pa.path).map(|(a, _)| a);
+                let key = answer
+                    .map(|a| a.name.clone())
+                    .unwrap_or_else(|| promise_label(pa.question, &pa.path));
                 // makeThread not answered yet (sent in the same write): its name is known.
                 if let Some(n) = &q.thread_name {
-                    return Some(n.clone());
+                    return Some((n.clone(), key));
                 }
-                let (a, _) = c.answer_cap(dir, pa.question, &pa.path)?;
-                return Some(a.thread_name.clone().unwrap_or_else(|| a.name.clone()));
+                let a = answer?;
+                return Some((a.thread_name.clone().unwrap_or_else(|| a.name.clone()), key));
             }
             _ => None,
         }?;
-        Some(
+        Some((
             export
                 .thread_name
                 .clone()
                 .unwrap_or_else(|| export.name.clone()),
-        )
+            export.name.clone(),
+        ))
     };
-    (name_of("context.thread"), name_of("context.callbackThread"))
+    let (thread, key) = name_of("context.thread").unzip();
+    let callback = name_of("context.callbackThread").map(|(n, _)| n);
+    (thread, callback, key)
+}
+
+/// A call of `dir` still running on the server thread `key`, unless the thread is waiting for
+/// a callback: libmultiprocess runs a call that arrives while its thread waits for a callback
+/// it made (the callback's own calls back in), so only a call without a callback pending since
+/// it started makes the thread busy.
+fn busy_with<'c>(c: &'c Conn, dir: Direction, key: &str) -> Option<&'c Question> {
+    c.questions
+        .iter()
+        .filter(|((d, _), q)| *d == dir && !q.returned && q.thread_key.as_deref() == Some(key))
+        .map(|(_, q)| q)
+        .filter(|q| {
+            !c.questions
+                .iter()
+                .any(|((d, _), cb)| *d == dir.reverse() && !cb.returned && cb.call_seq > q.call_seq)
+        })
+        // The table's order is random (a seeded hash): name the oldest, so the same traffic
+        // always gives the same message.
+        .min_by_key(|q| q.call_seq)
+}
+
+/// True when the params have a `Proxy.Context` (a `context` field) without a thread: the
+/// server then has nowhere to run the call unless the connection has a pool.
+fn context_without_thread(params: &Value) -> bool {
+    match params.field("context") {
+        Some(Value::Null) => true,
+        Some(ctx) => matches!(ctx.field("thread"), Some(Value::Null)),
+        None => false,
+    }
 }
 
 /// Capabilities in an answer by pointer path (root, and one or two pointer levels deep) with
