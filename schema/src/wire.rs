@@ -640,6 +640,20 @@ impl<'m> ListRef<'m> {
         self.elem
     }
 
+    /// This list, unless it is a bit list: a peer reads a bit list only as a `List(Bool)`
+    /// (capnp no longer upgrades boolean lists to structs), so mpspy refuses it as a list of
+    /// structs or of wider elements too, which also keeps one byte of bits from decoding to
+    /// eight whole structs.
+    pub fn wider_than_bits(self) -> Result<Self, WireError> {
+        if self.elem == ElementSize::Bit {
+            return Err(WireError::WrongKind {
+                expected: "list of structs or of wider elements",
+                found: "bit list",
+            });
+        }
+        Ok(self)
+    }
+
     /// The element bytes of a byte list (Text, Data); `None` for other encodings.
     pub fn bytes(&self) -> Option<&'m [u8]> {
         if self.elem != ElementSize::Byte {
