@@ -12,6 +12,9 @@
 //! ([`framing::Splitter`] turns a byte stream into frames).
 
 pub mod framing;
+// Public for the fuzz target and the test that replays its seeds, not an API.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod input;
 pub mod lint;
 pub mod raw;

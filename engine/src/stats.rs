@@ -48,15 +48,25 @@ pub struct MethodStats {
     pub latency: Histogram<u64>,
 }
 
+/// Longest latency recorded: an hour, beyond any IPC round trip or long poll.
+pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
+
 impl Default for MethodStats {
     fn default() -> Self {
+        // 3 significant digits from 1 ns up to MAX_LATENCY_NS. The counts grow with the
+        // longest latency recorded rather than being allocated for an hour up front: that was
+        // 264 KB zeroed per method row, which is where fuzzed sessions with many distinct
+        // (unknown) methods spent most of their time; now a row whose slowest call took a
+        // millisecond holds 88 KB, one without latencies 16 KB. Buckets, and so quantiles, are
+        // the same either way.
+        let mut latency = Histogram::new_with_bounds(1, 2, 3).expect("valid bounds");
+        latency.auto(true);
         MethodStats {
             count: 0,
             errors: 0,
             cancels: 0,
             unanswered: 0,
-            // 3 significant digits from 1 ns to an hour: enough for IPC round trips and long polls.
-            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+            latency,
         }
     }
 }
@@ -117,7 +127,8 @@ impl Stats {
                     "canceled" => m.cancels += 1,
                     _ => {}
                 }
-                if let Some(l) = r.latency_ns {
+                if let Some(l) = r.latency_ns.filter(|l| *l <= MAX_LATENCY_NS) {
+                    // Cannot fail: the histogram grows to fit.
                     let _ = m.latency.record(l.max(1));
                 }
             }
@@ -222,5 +233,58 @@ pub fn format_ns(ns: u64) -> String {
         n if n < 1_000_000 => format!("{:.1}µs", n as f64 / 1e3),
         n if n < 1_000_000_000 => format!("{:.2}ms", n as f64 / 1e6),
         n => format!("{:.2}s", n as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mpspy_schema::event::ReturnEvent;
+
+    fn ret(method: &str, latency_ns: Option<u64>) -> EventKind {
+        EventKind::Return(ReturnEvent {
+            answer: 0,
+            call_seq: None,
+            interface: "Echo".into(),
+            method: method.into(),
+            outcome: "results".into(),
+            latency_ns,
+            results: None,
+            exception: None,
+            thread: None,
+            cap_table: Vec::new(),
+            bytes: 0,
+        })
+    }
+
+    #[test]
+    fn histograms_grow_with_what_they_record() {
+        let mut s = Stats::default();
+        s.fold_kind(&ret("none", None));
+        let latencies = [
+            1,
+            850,
+            12_000,
+            4_000_000,
+            MAX_LATENCY_NS,
+            MAX_LATENCY_NS + 1,
+        ];
+        for l in latencies {
+            s.fold_kind(&ret("echo", Some(l)));
+        }
+        let bytes = |m: &str| s.methods[&format!("Echo.{m}")].latency.distinct_values() * 8;
+        assert_eq!(bytes("none"), 16 * 1024);
+        let h = &s.methods["Echo.echo"].latency;
+        assert_eq!(h.len(), 5, "above an hour is not recorded");
+        assert!(bytes("echo") <= 270 * 1024);
+
+        // The same buckets as a histogram sized for an hour up front.
+        let mut fixed = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3).unwrap();
+        for l in &latencies[..5] {
+            fixed.record(*l).unwrap();
+        }
+        for q in [0.0, 0.25, 0.5, 0.9, 1.0] {
+            assert_eq!(h.value_at_quantile(q), fixed.value_at_quantile(q), "q {q}");
+        }
     }
 }

@@ -226,6 +226,11 @@ impl<'a> Walker<'a> {
     }
 
     fn list(&mut self, elem: &Type, l: ListRef<'_>, brand: &Brand) -> Value {
+        if !matches!(elem, Type::Bool)
+            && let Err(e) = l.wider_than_bits()
+        {
+            return Value::Error(e.to_string());
+        }
         let mut items = Vec::with_capacity(l.len().min(4096) as usize);
         for i in 0..l.len() {
             self.path.push(i.to_string());
@@ -293,4 +298,49 @@ fn raw_list(l: ListRef<'_>) -> Value {
         shape: format!("{} × {:?}", l.len(), l.element_size()),
         hex: l.bytes().map(hex).unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Message;
+
+    const ALLTYPES: &[u8] = include_bytes!("../../tests/fixtures/alltypes/alltypes.bin");
+
+    /// `Kitchen.everything`'s params with `many :List(AllTypes)` as the list pointer `list`
+    /// (content right after it), decoded.
+    fn many(list: u64, content: u64) -> Value {
+        let set = SchemaSet::from_request("alltypes", ALLTYPES).unwrap();
+        let (kitchen, _) = set.interfaces().find(|(_, i)| i.name == "Kitchen").unwrap();
+        let params = set.method(kitchen, 0).unwrap().1.params;
+        // Root: 1 data word (n), 3 pointers (p, q, many).
+        let words = [(1u64 << 32) | (3 << 48), 0, 0, 0, list, content];
+        let mut f = vec![0, 0, 0, 0];
+        f.extend_from_slice(&(words.len() as u32).to_le_bytes());
+        for w in words {
+            f.extend_from_slice(&w.to_le_bytes());
+        }
+        let (m, _) = Message::parse(&f).unwrap();
+        let sets = [&set];
+        let v = Walker::new(Lookup::new(&sets)).decode(params, m.root().unwrap());
+        v.field("many").unwrap().clone()
+    }
+
+    #[test]
+    fn a_struct_list_may_be_a_byte_list_but_not_a_bit_list() {
+        // Three one-byte elements: capnp reads each as a struct whose first byte is that byte.
+        let Value::List(items) = many(1 | (2 << 32) | (3 << 35), 0x01_00_01) else {
+            panic!("a list")
+        };
+        let bools: Vec<_> = items.iter().map(|s| s.field("bool").cloned()).collect();
+        assert_eq!(
+            bools,
+            [true, false, true].map(|b| Some(Value::Bool(b))).to_vec()
+        );
+        // 64 bits would have been 64 whole structs; a peer refuses them, and so does mpspy.
+        assert_eq!(
+            many(1 | (1 << 32) | (64 << 35), u64::MAX),
+            Value::Error("expected list of structs or of wider elements, found bit list".into())
+        );
+    }
 }

@@ -355,6 +355,7 @@ fn target(t: Target<'_>) -> Result<MessageTarget, WireError> {
 fn promised_answer(s: StructRef<'_>) -> Result<PromisedAnswer, WireError> {
     let mut path = Vec::new();
     if let Target::List(ops) = s.pointer(0)? {
+        let ops = ops.wider_than_bits()?;
         for i in 0..ops.len() {
             if let Some(op) = ops.struct_at(i)
                 && op.u16(0) == 1
@@ -381,6 +382,7 @@ fn payload(t: Target<'_>) -> Result<Payload<'_>, WireError> {
     };
     let mut cap_table = Vec::new();
     if let Target::List(l) = s.pointer(1)? {
+        let l = l.wider_than_bits()?;
         for i in 0..l.len() {
             if let Some(d) = l.struct_at(i) {
                 cap_table.push(cap_descriptor(d)?);
@@ -426,4 +428,54 @@ fn exception(s: StructRef<'_>) -> Result<ExceptionInfo, WireError> {
         reason: text(0)?,
         trace: text(1)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call whose params' cap table is the list pointer `table` with `data` after it.
+    fn call_with_cap_table(table: u64, data: u64) -> Vec<u8> {
+        let words = [
+            (1u64 << 32) | (1 << 48), // root: Message, 1 data word, 1 pointer
+            2,                        // which = call
+            (3u64 << 32) | (3 << 48), // the Call: 3 data words, 3 pointers
+            0,
+            0,
+            0,
+            0,                       // target
+            (1 << 2) | (2u64 << 48), // params: a Payload one word further on
+            0,
+            0,     // content
+            table, // capTable
+            data,
+        ];
+        let mut f = vec![0, 0, 0, 0];
+        f.extend_from_slice(&(words.len() as u32).to_le_bytes());
+        for w in words {
+            f.extend_from_slice(&w.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn a_cap_table_may_be_a_byte_list_but_not_a_bit_list() {
+        // 8 one-byte elements: capnp reads them as structs (all `none` descriptors here).
+        let bytes = call_with_cap_table(1 | (2 << 32) | (8 << 35), 0);
+        let (m, _) = Message::parse(&bytes).unwrap();
+        let Rpc::Call(c) = decode(&m).unwrap() else {
+            panic!("a call")
+        };
+        assert_eq!(c.params.cap_table, vec![CapDescriptor::None; 8]);
+        // 64 bits: a peer refuses to read them as structs, and so does mpspy.
+        let bits = call_with_cap_table(1 | (1 << 32) | (64 << 35), u64::MAX);
+        let (m, _) = Message::parse(&bits).unwrap();
+        assert_eq!(
+            decode(&m).unwrap_err(),
+            WireError::WrongKind {
+                expected: "list of structs or of wider elements",
+                found: "bit list"
+            }
+        );
+    }
 }

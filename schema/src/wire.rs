@@ -70,6 +70,16 @@ pub enum WireError {
     /// Pointers nested deeper than 64 levels.
     #[error("nesting limit exceeded (more than 64 levels)")]
     NestingLimit,
+    /// More zero-size list elements than the frame has words (see [`Message`] for why).
+    #[error(
+        "list of {count} zero-size elements, more than the {left} words the frame has left for them"
+    )]
+    TooManyEmptyElements {
+        /// Elements in the list.
+        count: u64,
+        /// What the frame's allowance had left.
+        left: u64,
+    },
     /// A pointer of another kind than the schema expects.
     #[error("expected {expected}, found {found}")]
     WrongKind {
@@ -118,10 +128,20 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
 }
 
 /// One complete frame split into segments, with the read limits of a single traversal.
+///
+/// Besides a peer's limits, one of mpspy's own: list elements that take no bytes (`Void`
+/// elements, zero-size structs) cost one word of the frame each. A peer only counts them
+/// against the traversal limit, so a 24-byte frame may claim 8 Mi of them, and a peer that
+/// reads lazily pays nothing; but mpspy turns every element into a value and a JSON entry, so
+/// without this a few frames of fuzz input became gigabytes. Real senders allocate elements
+/// at their schema's size, so only lists of `Void` or of empty structs can meet the limit, and
+/// only when they are longer than the whole frame.
 #[derive(Debug)]
 pub struct Message<'a> {
     segments: Vec<&'a [u8]>,
     budget: Cell<u64>,
+    /// Zero-size list elements still allowed: the frame's words, less those already read.
+    empty_elements: Cell<u64>,
 }
 
 impl<'a> Message<'a> {
@@ -148,10 +168,12 @@ impl<'a> Message<'a> {
         if segments[0].is_empty() {
             return Err(WireError::NoRoot);
         }
+        let words = segments.iter().map(|s| s.len() as u64 / 8).sum();
         Ok((
             Message {
                 segments,
                 budget: Cell::new(TRAVERSAL_LIMIT_WORDS),
+                empty_elements: Cell::new(words),
             },
             len,
         ))
@@ -180,6 +202,16 @@ impl<'a> Message<'a> {
             return Err(WireError::TraversalLimit);
         }
         self.budget.set(left - words);
+        Ok(())
+    }
+
+    /// Takes `count` zero-size list elements from the frame's allowance.
+    fn take_empty_elements(&self, count: u64) -> Result<(), WireError> {
+        let left = self.empty_elements.get();
+        if count > left {
+            return Err(WireError::TooManyEmptyElements { count, left });
+        }
+        self.empty_elements.set(left - count);
         Ok(())
     }
 
@@ -349,6 +381,9 @@ impl<'a> Message<'a> {
             // Zero-sized elements still cost a word each, so a tiny frame cannot claim a
             // billion-element list for free.
             self.charge(words.max(len))?;
+            if per == 0 {
+                self.take_empty_elements(len)?;
+            }
             return Ok(Target::List(ListRef {
                 msg: self,
                 segment,
@@ -365,11 +400,12 @@ impl<'a> Message<'a> {
         if !self.in_bounds(segment, start, words) {
             return Err(oob);
         }
-        self.charge(if elem == ElementSize::Void {
-            u64::from(count)
+        if elem == ElementSize::Void {
+            self.charge(u64::from(count))?;
+            self.take_empty_elements(u64::from(count))?;
         } else {
-            words
-        })?;
+            self.charge(words)?;
+        }
         Ok(Target::List(ListRef {
             msg: self,
             segment,
@@ -604,6 +640,20 @@ impl<'m> ListRef<'m> {
         self.elem
     }
 
+    /// This list, unless it is a bit list: a peer reads a bit list only as a `List(Bool)`
+    /// (capnp no longer upgrades boolean lists to structs), so mpspy refuses it as a list of
+    /// structs or of wider elements too, which also keeps one byte of bits from decoding to
+    /// eight whole structs.
+    pub fn wider_than_bits(self) -> Result<Self, WireError> {
+        if self.elem == ElementSize::Bit {
+            return Err(WireError::WrongKind {
+                expected: "list of structs or of wider elements",
+                found: "bit list",
+            });
+        }
+        Ok(self)
+    }
+
     /// The element bytes of a byte list (Text, Data); `None` for other encodings.
     pub fn bytes(&self) -> Option<&'m [u8]> {
         if self.elem != ElementSize::Byte {
@@ -813,5 +863,40 @@ mod tests {
         let f = frame(&[list]);
         let (m, _) = Message::parse(&f).unwrap();
         assert!(matches!(m.root(), Err(WireError::TraversalLimit)));
+    }
+
+    #[test]
+    fn zero_size_elements_cost_a_word_of_the_frame_each() {
+        // Found by fuzzing: a 232-byte call frame held a list of 4 Mi zero-size structs,
+        // within the traversal limit; decoding and serializing it took seconds per frame.
+        let composite = |len: u64| [1u64 | (7 << 32), len << 2];
+        let f = frame(&composite(1_000_000));
+        let (m, _) = Message::parse(&f).unwrap();
+        assert_eq!(
+            m.root().unwrap_err(),
+            WireError::TooManyEmptyElements {
+                count: 1_000_000,
+                left: 2
+            }
+        );
+        let void = |len: u64| 1u64 | (len << 35);
+        let f = frame(&[void(1_000_000)]);
+        let (m, _) = Message::parse(&f).unwrap();
+        assert!(matches!(
+            m.root(),
+            Err(WireError::TooManyEmptyElements { .. })
+        ));
+
+        // Up to one per word of the frame, however they are spread over lists.
+        let root = 2u64 << 48; // struct: no data, two pointers
+        let f = frame(&[root, void(2) | (1 << 2), void(3), 0, 0]);
+        let (m, _) = Message::parse(&f).unwrap();
+        let s = m.root().unwrap().as_struct().unwrap();
+        assert_eq!(s.pointer(0).unwrap().as_list().unwrap().len(), 2);
+        assert_eq!(s.pointer(1).unwrap().as_list().unwrap().len(), 3);
+        assert!(matches!(
+            s.pointer(0),
+            Err(WireError::TooManyEmptyElements { count: 2, left: 0 })
+        ));
     }
 }
