@@ -502,13 +502,48 @@ mod tests {
     use std::net::{Ipv4Addr, TcpListener};
 
     use super::*;
-    use crate::tap::{Clock, Consumer};
+    use crate::tap::{Clock, Consumer, TapReceiver};
 
     fn tcp_pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
         (a, b)
+    }
+
+    /// A client and a server with a relay between them (loopback TCP, as on Windows), tapped
+    /// by one eager consumer.
+    struct Relayed {
+        client: TcpStream,
+        server: TcpStream,
+        tap: Tap,
+        rx: TapReceiver,
+        relays: Relays,
+        done: thread::JoinHandle<()>,
+    }
+
+    fn relayed(conn: ConnId) -> Relayed {
+        let (client, client_side) = tcp_pair();
+        let (server_side, server) = tcp_pair();
+        let (tap, rx) = Tap::single(Clock::start(), Consumer::eager(1 << 30));
+        let relays = Relays::default();
+        let done = relay(
+            conn,
+            client_side,
+            server_side,
+            tap.clone(),
+            ConnInfo::default(),
+            &relays,
+        )
+        .unwrap();
+        Relayed {
+            client,
+            server,
+            tap,
+            rx,
+            relays,
+            done,
+        }
     }
 
     /// One empty Cap'n Proto frame: a segment table of one segment with no words.
@@ -518,19 +553,14 @@ mod tests {
     /// frames reach the tap, EOF crosses, and the connection's end is announced.
     #[test]
     fn relays_tcp_streams_and_taps_their_frames() {
-        let (mut client, client_side) = tcp_pair();
-        let (server_side, mut server) = tcp_pair();
-        let (tap, mut rx) = Tap::single(Clock::start(), Consumer::eager(1 << 20));
-        let relays = Relays::default();
-        let done = relay(
-            7,
-            client_side,
-            server_side,
-            tap.clone(),
-            ConnInfo::default(),
-            &relays,
-        )
-        .unwrap();
+        let Relayed {
+            mut client,
+            mut server,
+            tap,
+            mut rx,
+            relays,
+            done,
+        } = relayed(7);
         client.write_all(&FRAME).unwrap();
         let mut got = [1u8; 8];
         server.read_exact(&mut got).unwrap();
@@ -572,19 +602,14 @@ mod tests {
     /// fails within a few hundred rounds when a pump forwards before it taps.
     #[test]
     fn the_tap_holds_each_message_before_the_answer_to_it() {
-        let (mut client, client_side) = tcp_pair();
-        let (server_side, mut server) = tcp_pair();
-        let (tap, mut rx) = Tap::single(Clock::start(), Consumer::eager(1 << 30));
-        let relays = Relays::default();
-        let done = relay(
-            1,
-            client_side,
-            server_side,
-            tap.clone(),
-            ConnInfo::default(),
-            &relays,
-        )
-        .unwrap();
+        let Relayed {
+            mut client,
+            mut server,
+            tap,
+            mut rx,
+            relays: _relays,
+            done,
+        } = relayed(1);
         const ROUNDS: usize = 2000;
         let echo = std::thread::spawn(move || {
             let mut got = [0u8; 8];
