@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use mpspy_engine::SharedStats;
+use mpspy_engine::stats::format_ns;
 use mpspy_schema::event::{CapInfo, ConnId, Direction, Peer, PendingCall, Side, qualified};
 use mpspy_schema::rpc::{CapDescriptor, ExceptionInfo};
 use mpspy_schema::value::Value;
@@ -638,6 +639,30 @@ impl State {
             EventKind::Notice { level, text } => {
                 let problem = *level == mpspy_schema::event::NoticeLevel::Warning;
                 self.note(e, format!("mpspy: {text}"), problem);
+            }
+            EventKind::Stuck {
+                interface,
+                method,
+                question,
+                thread,
+                pending_ns,
+                limit_ns,
+                last_on_thread,
+                ..
+            } => {
+                let mut text = format!(
+                    "stuck {} (q{question}) pending {} (limit {})",
+                    qualified(interface, method),
+                    format_ns(*pending_ns),
+                    format_ns(*limit_ns)
+                );
+                if let Some(t) = thread {
+                    text.push_str(&format!(" on thread {t}"));
+                }
+                if let Some(last) = last_on_thread {
+                    text.push_str(&format!("; thread last: {last}"));
+                }
+                self.note(e, text, true);
             }
             EventKind::Lint(l) => {
                 // Info lints (a long poll cut by a disconnect) are often deliberate: shown,
