@@ -753,6 +753,35 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_call_is_a_problem_line_in_the_log() {
+        let mut s = State::new(100);
+        s.apply(&Event {
+            seq: 7,
+            t_ns: 12_000_000_000,
+            conn: 2,
+            dir: Some(Direction::ClientToServer),
+            kind: EventKind::Stuck {
+                call_seq: 5,
+                interface: "Mining".into(),
+                method: "createNewBlock".into(),
+                question: 4,
+                thread: Some("worker".into()),
+                pending_ns: 11_000_000_000,
+                limit_ns: 10_000_000_000,
+                last_on_thread: Some("Mining.getTip returned 11.50s ago".into()),
+            },
+        });
+        let line = s.log.back().unwrap();
+        assert!(line.problem);
+        assert_eq!(
+            line.text,
+            "#2 stuck Mining.createNewBlock (q4) pending 11.00s (limit 10.00s) on thread worker; \
+             thread last: Mining.getTip returned 11.50s ago"
+        );
+        assert_eq!(s.problems, 1);
+    }
+
+    #[test]
     fn lanes_count_calls_busy_time_and_callers_per_callee_thread() {
         let mut s = State::new(100);
         for e in fixture::session() {

@@ -106,6 +106,13 @@ fn a_plain_call_is_stuck_once_after_the_threshold_naming_its_lane_and_the_thread
     assert_eq!((*question, *pending_ns), (4, 10 * S + 1));
     assert!(*call_seq > 0);
     assert_eq!((ev[0].conn, ev[0].dir), (1, Some(C2S)));
+    // The JSON Lines shape (docs/json-lines.md#stuck).
+    let j = serde_json::to_value(&ev[0].kind).unwrap();
+    assert_eq!(j["type"], "stuck");
+    assert_eq!(j["data"]["method"], "getTip");
+    assert_eq!(j["data"]["thread"], "worker");
+    assert_eq!(j["data"]["limit_ns"], 10 * S);
+    assert!(j["data"]["last_on_thread"].is_string());
     // Once per call: later ticks and frames are quiet.
     assert_eq!(stuck(&tick(&mut r, t0 + 60 * S)), []);
     r.t = t0 + 70 * S;
