@@ -5,6 +5,8 @@
 
 use std::collections::VecDeque;
 
+use mpspy_schema::value::Value;
+
 pub use mpspy_schema::lint::{LintId, Severity};
 
 /// Thresholds and the allow list.
@@ -17,6 +19,13 @@ pub struct LintConfig {
     pub poll_rate: f64,
     /// `polling-storm`: the window the rate is measured over, in nanoseconds.
     pub poll_window_ns: u64,
+    /// Stuck calls: a call pending longer than this is reported (`stuck` event). Long polls
+    /// with a timeout argument are judged by [`long_poll_margin_ns`](Self::long_poll_margin_ns)
+    /// instead.
+    pub stuck_after_ns: u64,
+    /// Stuck calls: a long poll (`waitTipChanged`, `waitNext`) is stuck when pending longer
+    /// than its own timeout argument plus this margin.
+    pub long_poll_margin_ns: u64,
 }
 
 impl Default for LintConfig {
@@ -28,6 +37,12 @@ impl Default for LintConfig {
             // the loop in bitcoin/bitcoin#33463 sent ~96 requests in one second.
             poll_rate: 10.0,
             poll_window_ns: 1_000_000_000,
+            // Ordinary calls return in milliseconds; the hangs this is for (createNewBlock in
+            // bitcoin/bitcoin#33647) last minutes, so 10 s is far from both.
+            stuck_after_ns: 10_000_000_000,
+            // A long poll returns at its timeout; the margin covers the node's own work
+            // after it (building a template) and a busy machine.
+            long_poll_margin_ns: 5_000_000_000,
         }
     }
 }
@@ -36,6 +51,34 @@ impl LintConfig {
     /// True when `id` is reported.
     pub fn enabled(&self, id: LintId) -> bool {
         !self.allow.contains(&id)
+    }
+
+    /// How long a call of `method` (`Interface.method`) with `params` may be pending before it
+    /// is stuck; `None` when it may legitimately wait forever.
+    pub(crate) fn stuck_limit(&self, method: &str, params: &Value) -> Option<u64> {
+        // The long polls with a timeout argument (milliseconds, Float64). createNewBlock is a
+        // long poll too but has no timeout: it gets the general threshold, as its hang
+        // (bitcoin/bitcoin#33647) is the one to catch.
+        let timeout_ms = match method {
+            "Mining.waitTipChanged" => params.field("timeout"),
+            "BlockTemplate.waitNext" => params.field("options").and_then(|o| o.field("timeout")),
+            _ => return Some(self.stuck_after_ns),
+        };
+        // Missing, NaN, infinite or beyond u64 nanoseconds (the schema default `maxDouble`):
+        // the caller asked to wait until something happens, which may be never, so such a
+        // call is never stuck. Falling back to the general threshold would report every
+        // idle miner waiting for the next block.
+        let ms = match timeout_ms? {
+            Value::Float(f) => *f,
+            _ => return None,
+        };
+        let ns = ms * 1e6;
+        // NaN first: `max` below would turn it into 0.
+        if ns.is_nan() || ns >= u64::MAX as f64 {
+            return None;
+        }
+        // In range now; a negative timeout returns at once, like 0. The cast drops the fraction.
+        Some((ns.max(0.0) as u64).saturating_add(self.long_poll_margin_ns))
     }
 
     /// Calls allowed within one window before it is a storm.

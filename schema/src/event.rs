@@ -363,6 +363,30 @@ pub enum EventKind {
     },
     /// The engine saw an IPC misuse (`docs/lints.md`).
     Lint(Lint),
+    /// A call has been pending longer than its limit (`docs/lints.md#stuck-calls`): reported
+    /// once per call, while it is still pending, so a hang shows before the connection ends.
+    Stuck {
+        /// `seq` of the call event.
+        call_seq: u64,
+        /// Interface name of the call.
+        interface: String,
+        /// Method name of the call.
+        method: String,
+        /// The call's question id.
+        question: u32,
+        /// The server thread (lane) the call runs on, by name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thread: Option<String>,
+        /// How long the call has been pending.
+        pending_ns: u64,
+        /// The limit it exceeded.
+        limit_ns: u64,
+        /// What that server thread ran just before this call, e.g. `Mining.getTip returned
+        /// 2.10s ago` (the thread went idle: this call is what hangs) or `… still running
+        /// after 30.00s` (this call waits behind it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_on_thread: Option<String>,
+    },
     /// Events were dropped because a consumer was slow.
     Dropped {
         /// Events dropped since the previous `dropped` event.
@@ -500,6 +524,7 @@ impl EventKind {
             EventKind::SchemaChosen { .. } => "schema_chosen",
             EventKind::Notice { .. } => "notice",
             EventKind::Lint(_) => "lint",
+            EventKind::Stuck { .. } => "stuck",
             EventKind::Dropped { .. } => "dropped",
         }
     }

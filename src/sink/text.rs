@@ -249,6 +249,30 @@ fn describe_into(kind: &EventKind, s: &mut String) {
         EventKind::Lint(l) => {
             let _ = write!(s, "LINT {} {}: {}", l.severity, l.id, l.message);
         }
+        EventKind::Stuck {
+            call_seq,
+            interface,
+            method,
+            question,
+            thread,
+            pending_ns,
+            limit_ns,
+            last_on_thread,
+        } => {
+            let _ = write!(
+                s,
+                "STUCK {} (q{question}, call #{call_seq}) pending {} (limit {})",
+                qualified(interface, method),
+                format_ns(*pending_ns),
+                format_ns(*limit_ns)
+            );
+            if let Some(t) = thread {
+                let _ = write!(s, " on thread {t}");
+            }
+            if let Some(last) = last_on_thread {
+                let _ = write!(s, "; thread last: {last}");
+            }
+        }
         EventKind::Dropped { count, total } => {
             let _ = write!(
                 s,

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use mpspy_engine::SharedStats;
+use mpspy_engine::stats::format_ns;
 use mpspy_schema::event::{CapInfo, ConnId, Direction, Peer, PendingCall, Side, qualified};
 use mpspy_schema::rpc::{CapDescriptor, ExceptionInfo};
 use mpspy_schema::value::Value;
@@ -639,6 +640,30 @@ impl State {
                 let problem = *level == mpspy_schema::event::NoticeLevel::Warning;
                 self.note(e, format!("mpspy: {text}"), problem);
             }
+            EventKind::Stuck {
+                interface,
+                method,
+                question,
+                thread,
+                pending_ns,
+                limit_ns,
+                last_on_thread,
+                ..
+            } => {
+                let mut text = format!(
+                    "stuck {} (q{question}) pending {} (limit {})",
+                    qualified(interface, method),
+                    format_ns(*pending_ns),
+                    format_ns(*limit_ns)
+                );
+                if let Some(t) = thread {
+                    text.push_str(&format!(" on thread {t}"));
+                }
+                if let Some(last) = last_on_thread {
+                    text.push_str(&format!("; thread last: {last}"));
+                }
+                self.note(e, text, true);
+            }
             EventKind::Lint(l) => {
                 // Info lints (a long poll cut by a disconnect) are often deliberate: shown,
                 // not counted as problems.
@@ -725,6 +750,35 @@ mod tests {
                 .iter()
                 .any(|c| c.info.cap == "Echo#1" && c.info.destroyed)
         );
+    }
+
+    #[test]
+    fn a_stuck_call_is_a_problem_line_in_the_log() {
+        let mut s = State::new(100);
+        s.apply(&Event {
+            seq: 7,
+            t_ns: 12_000_000_000,
+            conn: 2,
+            dir: Some(Direction::ClientToServer),
+            kind: EventKind::Stuck {
+                call_seq: 5,
+                interface: "Mining".into(),
+                method: "createNewBlock".into(),
+                question: 4,
+                thread: Some("worker".into()),
+                pending_ns: 11_000_000_000,
+                limit_ns: 10_000_000_000,
+                last_on_thread: Some("Mining.getTip returned 11.50s ago".into()),
+            },
+        });
+        let line = s.log.back().unwrap();
+        assert!(line.problem);
+        assert_eq!(
+            line.text,
+            "#2 stuck Mining.createNewBlock (q4) pending 11.00s (limit 10.00s) on thread worker; \
+             thread last: Mining.getTip returned 11.50s ago"
+        );
+        assert_eq!(s.problems, 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 // Every frame looks up questions and exports by small integer keys: foldhash is several times
 // faster than std's SipHash there, and the sessions it keys come from local peers.
 use foldhash::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use mpspy_schema::SchemaSet;
@@ -24,7 +25,7 @@ use mpspy_schema::wire::{Message, Target};
 use crate::framing::HEX_EXCERPT;
 use crate::input::{BadBytes, Tapped};
 use crate::lint::{LintConfig, LintId, PollRate};
-use crate::stats::{LONG_POLL, SharedStats, Stats};
+use crate::stats::{LONG_POLL, SharedStats, Stats, format_ns};
 
 /// libmultiprocess's interface whose `makeThread(name)` names server threads, found by name in
 /// whatever schema set decodes the call (ids differ between a user's copy of `proxy.capnp` and
@@ -101,6 +102,65 @@ struct Question {
     /// The server thread's identity (its capability's name, or the promise of the
     /// `makeThread` answer), for `thread-busy`: names given to `makeThread` need not be unique.
     thread_key: Option<String>,
+    /// How long it may be pending before it is stuck (`None`: it may wait forever).
+    limit_ns: Option<u64>,
+    /// Its `stuck` event was emitted: one per call.
+    stuck: bool,
+}
+
+/// One call a server thread ran, for what a `stuck` event says the thread last did.
+#[derive(Debug, Clone)]
+struct Ran {
+    call_seq: u64,
+    /// `Interface.method`.
+    method: String,
+    started_ns: u64,
+    returned_ns: Option<u64>,
+}
+
+/// The last calls sent to one server thread, oldest first. A few are kept so that a stuck call
+/// can still name the call sent to its thread just before it while later calls queue behind.
+#[derive(Debug, Default)]
+struct Lane {
+    recent: VecDeque<Ran>,
+}
+
+/// Calls kept per lane: a client queues at most a handful on one thread.
+const LANE_HISTORY: usize = 8;
+
+impl Lane {
+    fn sent(&mut self, ran: Ran) {
+        if self.recent.len() == LANE_HISTORY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ran);
+    }
+
+    fn returned(&mut self, call_seq: u64, t_ns: u64) {
+        if let Some(r) = self.recent.iter_mut().find(|r| r.call_seq == call_seq) {
+            r.returned_ns = Some(t_ns);
+        }
+    }
+
+    /// What the thread last did before call `call_seq`, as of `now_ns`: the call sent to it
+    /// just before, which either returned (the thread went idle, so the stuck call itself is
+    /// what hangs) or is still running (the stuck call waits behind it). Calls sent after it
+    /// are not counted: they queue behind it.
+    fn before(&self, call_seq: u64, now_ns: u64) -> Option<String> {
+        let r = self.recent.iter().rev().find(|r| r.call_seq < call_seq)?;
+        Some(match r.returned_ns {
+            Some(t) => format!(
+                "{} returned {} ago",
+                r.method,
+                format_ns(now_ns.saturating_sub(t))
+            ),
+            None => format!(
+                "{} still running after {}",
+                r.method,
+                format_ns(now_ns.saturating_sub(r.started_ns))
+            ),
+        })
+    }
 }
 
 /// A capability inside an answer. The answer keeps the object alive after the importer releases
@@ -164,6 +224,8 @@ struct Conn {
     /// Per-method lints already reported on this connection: one report per method, however
     /// often a client repeats the mistake.
     linted: HashSet<(LintId, u64, u16)>,
+    /// Recent calls per server thread (by its identity, as `Question::thread_key`).
+    lanes: HashMap<String, Lane>,
 }
 
 impl Session {
@@ -204,9 +266,56 @@ impl Session {
         }
     }
 
-    /// Marks the source as having no timestamps, so no latency is reported.
+    /// Marks the source as having no timestamps, so no latency is reported and no call is
+    /// ever stuck.
     pub fn set_untimed(&mut self) {
         self.timed = false;
+    }
+
+    /// Time has reached `now_ns` (on the session's clock, as frames' `t_ns`): emits a `stuck`
+    /// event for every call pending longer than its limit that was not reported yet. The
+    /// engine has no clock of its own, so a live source calls this on a timer; frames call it
+    /// too, so replays report the stuck calls a live run would have.
+    pub fn tick(&mut self, now_ns: u64) {
+        if !self.timed {
+            return;
+        }
+        let mut stuck = Vec::new();
+        for (&conn, c) in &mut self.conns {
+            for (&(dir, question), q) in &mut c.questions {
+                let pending_ns = now_ns.saturating_sub(q.sent_ns);
+                let Some(limit_ns) = q.limit_ns else { continue };
+                if q.returned || q.stuck || pending_ns <= limit_ns {
+                    continue;
+                }
+                q.stuck = true;
+                let last_on_thread = q
+                    .thread_key
+                    .as_ref()
+                    .and_then(|k| c.lanes.get(k))
+                    .and_then(|lane| lane.before(q.call_seq, now_ns));
+                stuck.push((
+                    q.call_seq,
+                    conn,
+                    dir,
+                    EventKind::Stuck {
+                        call_seq: q.call_seq,
+                        interface: q.interface.clone(),
+                        method: q.method.clone(),
+                        question,
+                        thread: q.thread.clone(),
+                        pending_ns,
+                        limit_ns,
+                        last_on_thread,
+                    },
+                ));
+            }
+        }
+        // Hash maps have no order; calls are reported in the order they were made.
+        stuck.sort_by_key(|(call_seq, ..)| *call_seq);
+        for (_, conn, dir, kind) in stuck {
+            self.emit(conn, Some(dir), now_ns, kind);
+        }
     }
 
     /// Takes the events produced so far.
@@ -271,6 +380,7 @@ impl Session {
                 released: HashMap::default(),
                 polls: HashMap::default(),
                 linted: HashSet::default(),
+                lanes: HashMap::default(),
             },
         );
         self.closed.remove(&conn);
@@ -449,6 +559,8 @@ impl Session {
 
     /// One complete frame in direction `dir`.
     pub fn frame(&mut self, conn: ConnId, dir: Direction, t_ns: u64, offset: u64, bytes: &[u8]) {
+        // Before the frame: a return arriving now ends a call that was stuck until now.
+        self.tick(t_ns);
         if self.closed.contains(&conn) {
             let bad = BadBytes {
                 offset,
@@ -511,6 +623,8 @@ impl Session {
                         answer_caps: Vec::new(),
                         target: None,
                         thread_key: None,
+                        limit_ns: Some(self.config.lints.stuck_after_ns),
+                        stuck: false,
                     },
                 );
                 self.emit(conn, ev, t_ns, EventKind::Bootstrap { question, bytes });
@@ -948,6 +1062,7 @@ impl Session {
                 ),
             ));
         }
+        let limit_ns = self.config.lints.stuck_limit(&qualified_name, &params);
         let thread_name = (interface == THREAD_MAP.0 && method == THREAD_MAP.1)
             .then(|| {
                 params
@@ -974,7 +1089,9 @@ impl Session {
                 pipelined: Vec::new(),
                 answer_caps: Vec::new(),
                 target: target_key,
-                thread_key,
+                thread_key: thread_key.clone(),
+                limit_ns,
+                stuck: false,
             },
         );
         let ev = Some(dir);
@@ -1000,12 +1117,18 @@ impl Session {
             }),
         );
         let call_seq = self.seq - 1;
-        if let Some(q) = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| c.questions.get_mut(&(dir, call.question)))
-        {
-            q.call_seq = call_seq;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(q) = c.questions.get_mut(&(dir, call.question)) {
+                q.call_seq = call_seq;
+            }
+            if let Some(key) = thread_key {
+                c.lanes.entry(key).or_default().sent(Ran {
+                    call_seq,
+                    method: qualified_name.clone(),
+                    started_ns: t_ns,
+                    returned_ns: None,
+                });
+            }
         }
         for mut l in lints {
             l.call_seq = Some(call_seq);
@@ -1135,6 +1258,9 @@ impl Session {
         };
         if let Some(q) = c.questions.get_mut(&key) {
             q.returned = true;
+            if let Some(lane) = q.thread_key.as_ref().and_then(|k| c.lanes.get_mut(k)) {
+                lane.returned(q.call_seq, t_ns);
+            }
             if q.finished {
                 c.questions.remove(&key);
             }

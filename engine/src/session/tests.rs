@@ -14,6 +14,7 @@ use serde_json::{Value as Json, json};
 use super::*;
 
 mod lints;
+mod stuck;
 
 const C2S: Direction = Direction::ClientToServer;
 const S2C: Direction = Direction::ServerToClient;
