@@ -176,6 +176,10 @@ pub(crate) struct ReplayArgs {
     /// polling-storm: more calls of one long-poll method per second than this is a storm.
     #[arg(long, default_value_t = LintConfig::default().poll_rate, value_name = "N")]
     pub(crate) poll_rate: f64,
+    /// A call pending longer than this is reported stuck (long polls: their own timeout plus
+    /// 5 s).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = seconds)]
+    pub(crate) stuck_after: f64,
 }
 
 /// Schema selection, shared by every command that decodes.
@@ -196,6 +200,10 @@ pub(crate) struct SchemaArgs {
     /// polling-storm: more calls of one long-poll method per second than this is a storm.
     #[arg(long, default_value_t = LintConfig::default().poll_rate, value_name = "N")]
     pub(crate) poll_rate: f64,
+    /// A call pending longer than this is reported stuck (long polls: their own timeout plus
+    /// 5 s).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = seconds)]
+    pub(crate) stuck_after: f64,
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +242,15 @@ impl Default for SchemaArgs {
             include: Vec::new(),
             allow_lint: Vec::new(),
             poll_rate: LintConfig::default().poll_rate,
+            stuck_after: 10.0,
         }
+    }
+}
+
+/// A positive number of seconds (`--stuck-after`).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
     }
 }

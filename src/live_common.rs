@@ -70,6 +70,9 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
     Ok(outputs)
 }
 
+/// How often a live decoder with nothing to decode looks for stuck calls (limits are seconds).
+const STUCK_TICK: Duration = Duration::from_millis(500);
+
 /// Starts the decoder: a live session on `rx` into `outputs`, handed back when the tap
 /// finishes.
 pub(crate) fn start_decoder(
@@ -83,11 +86,29 @@ pub(crate) fn start_decoder(
     thread::Builder::new()
         .name("mpspy-decode".into())
         .spawn(move || {
-            while let Some(item) = rx.recv(&clock) {
-                outputs.item(&mut session, &item);
-                // The next item may be a while away (the receiver lingers between batches).
-                if rx.is_drained() {
-                    outputs.flush();
+            loop {
+                // A stuck call is one that nothing happens to, so while one may become stuck
+                // the decoder also wakes every STUCK_TICK to look; otherwise it sleeps until
+                // something comes.
+                let next = if rx.is_drained() && session.may_become_stuck() {
+                    rx.recv_timeout(&clock, STUCK_TICK)
+                } else {
+                    Ok(rx.recv(&clock))
+                };
+                match next {
+                    Ok(Some(item)) => {
+                        outputs.item(&mut session, &item);
+                        // The next item may be a while away (the receiver lingers between
+                        // batches).
+                        if rx.is_drained() {
+                            outputs.flush();
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(()) => {
+                        outputs.tick(&mut session, clock.now_ns());
+                        outputs.flush();
+                    }
                 }
             }
             outputs.finish();

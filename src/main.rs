@@ -111,6 +111,7 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         include: args.include.clone(),
         allow_lint: args.allow_lint.clone(),
         poll_rate: args.poll_rate,
+        stuck_after: args.stuck_after,
     })?;
     let mut outputs = pipeline::Outputs::new();
     let source = format!("replay {}", args.file.display());
@@ -281,6 +282,7 @@ pub(crate) fn schema_config(args: &SchemaArgs) -> Result<SchemaConfig> {
         lints: LintConfig {
             allow: args.allow_lint.clone(),
             poll_rate: args.poll_rate,
+            stuck_after_ns: (args.stuck_after * 1e9) as u64,
             ..LintConfig::default()
         },
     })

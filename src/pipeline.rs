@@ -134,6 +134,15 @@ impl Outputs {
         }
     }
 
+    /// Lets the engine look at the clock (`now_ns`, session time) for stuck calls when no frame
+    /// has come for a while.
+    pub(crate) fn tick(&mut self, session: &mut Session, now_ns: u64) {
+        session.tick(now_ns);
+        for e in session.drain() {
+            self.event(e);
+        }
+    }
+
     /// Sends one event to every sink.
     pub(crate) fn event(&mut self, e: Event) {
         if let EventKind::Dropped { count, .. } = e.kind {

@@ -608,3 +608,78 @@ fn a_node_without_ipcbind_gets_one_at_bitcoins_default_path() {
     let e = std::os::unix::net::UnixStream::connect(&sock).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
 }
+
+/// The process `parent` started (the wrapped program), from /proc.
+fn child_of(parent: u32) -> u32 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                // The parent pid is the second field after the parenthesized name.
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .is_some_and(|ppid| ppid == parent.to_string())
+            })
+        })
+        .expect("the wrapped program")
+}
+
+/// A call that gets no answer is reported `stuck` by the live decoder's own timer, while no
+/// frame comes at all (the server is stopped with SIGSTOP), and the session goes on once the
+/// server does.
+#[test]
+fn a_call_that_gets_no_answer_is_reported_stuck_while_nothing_happens() {
+    let dir = TestDir::new("stuck");
+    let json = dir.path("events.jsonl");
+    let (child, sock) = start_wrapped_peer(
+        &dir,
+        &[
+            "--json",
+            json.to_str().unwrap(),
+            "--quiet",
+            "--stuck-after",
+            "1",
+        ],
+    );
+    let peer = child_of(child.id());
+    signal(peer, "-STOP");
+    let client = mpspy()
+        .args(["call", &format!("unix:{}", sock.display())])
+        .args(["Init.makeEcho", "Echo.echo", r#"{"echo":"x"}"#])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        || std::fs::read_to_string(&json).is_ok_and(|t| t.contains(r#""type":"stuck""#)),
+        "a stuck event",
+    );
+    signal(peer, "-CONT");
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop_ok(child);
+
+    let ev = events_in(&json);
+    let stuck = of_type(&ev, "stuck");
+    let first = stuck.first().expect("a stuck event");
+    // The client's first question, the bootstrap, is what hung.
+    assert_eq!(first["data"]["method"], "bootstrap", "{first}");
+    assert_eq!(first["data"]["limit_ns"], 1_000_000_000u64, "{first}");
+    assert!(
+        first["data"]["pending_ns"].as_u64().unwrap() > 1_000_000_000,
+        "{first}"
+    );
+    // Reported once per call, and every call still got its return.
+    let mut seqs: Vec<_> = stuck
+        .iter()
+        .map(|s| s["data"]["call_seq"].clone())
+        .collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), stuck.len(), "{stuck:?}");
+    assert_eq!(returns_of(&ev, "Echo.echo").len(), 1);
+}

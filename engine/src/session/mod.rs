@@ -36,6 +36,9 @@ const THREAD_MAP: (&str, &str) = ("ThreadMap", "makeThread");
 /// the pool, so a null `Context.thread` is no longer a mistake.
 const MAKE_POOL: (&str, &str) = ("ThreadMap", "makePool");
 
+/// How often frames look for stuck calls, in session time.
+const STUCK_SCAN_NS: u64 = 100_000_000;
+
 /// Which schemas to decode with.
 #[derive(Debug, Clone)]
 pub struct SchemaConfig {
@@ -75,6 +78,8 @@ pub struct Session {
     /// False for sources without timestamps (raw captures): latencies are then unknown.
     timed: bool,
     dropped_total: u64,
+    /// Session time from which a frame looks for stuck calls again.
+    next_stuck_scan_ns: u64,
 }
 
 #[derive(Debug)]
@@ -248,6 +253,7 @@ impl Session {
             out: Vec::new(),
             timed: true,
             dropped_total: 0,
+            next_stuck_scan_ns: 0,
         }
     }
 
@@ -270,6 +276,17 @@ impl Session {
     /// ever stuck.
     pub fn set_untimed(&mut self) {
         self.timed = false;
+    }
+
+    /// Whether some pending call could still become stuck, so a live source should call
+    /// [`tick`](Self::tick) while nothing else happens (an idle session needs no timer).
+    pub fn may_become_stuck(&self) -> bool {
+        self.timed
+            && self.conns.values().any(|c| {
+                c.questions
+                    .values()
+                    .any(|q| !q.returned && !q.stuck && q.limit_ns.is_some())
+            })
     }
 
     /// Time has reached `now_ns` (on the session's clock, as frames' `t_ns`): emits a `stuck`
@@ -559,8 +576,13 @@ impl Session {
 
     /// One complete frame in direction `dir`.
     pub fn frame(&mut self, conn: ConnId, dir: Direction, t_ns: u64, offset: u64, bytes: &[u8]) {
-        // Before the frame: a return arriving now ends a call that was stuck until now.
-        self.tick(t_ns);
+        // Before the frame: a return arriving now ends a call that was stuck until now. Pending
+        // calls are looked at most every STUCK_SCAN_NS of session time, not on every frame
+        // (limits are seconds; the scan walks every pending question).
+        if t_ns >= self.next_stuck_scan_ns {
+            self.next_stuck_scan_ns = t_ns.saturating_add(STUCK_SCAN_NS);
+            self.tick(t_ns);
+        }
         if self.closed.contains(&conn) {
             let bad = BadBytes {
                 offset,
