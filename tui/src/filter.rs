@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `method:Mining.*` | `Interface.method` against a glob (`*`, `?`); without glob characters, a substring |
 //! | `iface:BlockTemplate` | the interface name, same rules |
-//! | `status:error` | `ok`, `error` (= `exception`), `canceled`, `pending`, `disconnected`; `a,b` for either |
+//! | `status:error` | `ok`, `error` (= `exception`), `canceled`, `pending`, `disconnected`, `stuck` (reported stuck by the engine, returned since or not); `a,b` for either |
 //! | `latency>10ms` | also `>=`, `<`, `<=`; units `ns`, `us`/`µs`, `ms`, `s`; pending calls count their time so far |
 //! | `conn:2` | connection number; `conn:1,3` for either |
 //! | `thread:pyclient` | a substring of the caller's or the callee's thread name |
@@ -38,7 +38,8 @@ enum Cmp {
 enum Test {
     Method(String),
     Iface(String),
-    Status(Vec<Status>),
+    /// Any of these statuses, or (when set) reported stuck.
+    Status(Vec<Status>, bool),
     Latency(Cmp, u64),
     Conn(Vec<u32>),
     Thread(String),
@@ -102,15 +103,21 @@ impl Filter {
                             .collect::<Result<_, _>>()
                             .map_err(|_| err("conn takes connection numbers, e.g. conn:2"))?,
                     ),
-                    "status" | "s" => Test::Status(
-                        value_lc
-                            .split(',')
-                            .map(parse_status)
-                            .collect::<Option<_>>()
-                            .ok_or_else(|| {
-                                err("status is one of ok, error, canceled, pending, disconnected")
-                            })?,
-                    ),
+                    "status" | "s" => {
+                        let stuck = value_lc.split(',').any(|v| v == "stuck");
+                        Test::Status(
+                            value_lc
+                                .split(',')
+                                .filter(|v| *v != "stuck")
+                                .map(parse_status)
+                                .collect::<Option<_>>()
+                                .ok_or_else(|| {
+                                    err("status is one of ok, error, canceled, pending, \
+                                         disconnected, stuck")
+                                })?,
+                            stuck,
+                        )
+                    }
                     _ => {
                         return Err(err(
                             "unknown key; use method:, iface:, status:, latency>, conn:, thread:, cap:",
@@ -230,7 +237,7 @@ impl Test {
         match self {
             Test::Method(p) => like(p, &row.method),
             Test::Iface(p) => like(p, &row.interface),
-            Test::Status(set) => set.contains(&row.status),
+            Test::Status(set, stuck) => set.contains(&row.status) || (*stuck && row.stuck),
             Test::Latency(cmp, limit) => {
                 let l = row.latency_ns(now_ns);
                 match cmp {

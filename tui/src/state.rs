@@ -93,6 +93,8 @@ pub(crate) struct CallRow {
     /// When the connection closed under a pending call.
     pub(crate) ended_ns: Option<u64>,
     pub(crate) ret: Option<ReturnPart>,
+    /// The engine reported it stuck (pending past its limit); it may have returned since.
+    pub(crate) stuck: bool,
 }
 
 impl CallRow {
@@ -281,6 +283,11 @@ impl State {
         self.open.len()
     }
 
+    /// Pending calls the engine reported stuck.
+    pub(crate) fn stuck(&self) -> usize {
+        self.open_rows().filter(|r| r.stuck).count()
+    }
+
     /// The pending calls' rows (still in the history), from the open-question table rather
     /// than a walk over the whole history.
     pub(crate) fn open_rows(&self) -> impl Iterator<Item = &CallRow> {
@@ -439,6 +446,7 @@ impl State {
                     bytes: *bytes,
                     status: Status::Pending,
                     canceled_ns: None,
+                    stuck: false,
                     ended_ns: None,
                     ret: None,
                 });
@@ -487,6 +495,7 @@ impl State {
                     bytes: c.bytes,
                     status: Status::Pending,
                     canceled_ns: None,
+                    stuck: false,
                     ended_ns: None,
                     ret: None,
                 });
@@ -641,6 +650,7 @@ impl State {
                 self.note(e, format!("mpspy: {text}"), problem);
             }
             EventKind::Stuck {
+                call_seq,
                 interface,
                 method,
                 question,
@@ -663,6 +673,11 @@ impl State {
                     text.push_str(&format!("; thread last: {last}"));
                 }
                 self.note(e, text, true);
+                if let Some(id) = self.open.get(call_seq).copied()
+                    && let Some(row) = self.row_mut(id)
+                {
+                    row.stuck = true;
+                }
             }
             EventKind::Lint(l) => {
                 // Info lints (a long poll cut by a disconnect) are often deliberate: shown,
@@ -712,6 +727,49 @@ impl State {
 mod tests {
     use super::*;
     use crate::fixture;
+
+    /// A stuck report marks its call: counted while it is pending, found by `status:stuck`
+    /// after it returned too.
+    #[test]
+    fn a_stuck_call_is_counted_while_pending_and_found_by_its_filter() {
+        let events = fixture::session();
+        let call = events
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::Call(c) if c.method == "echo"))
+            .unwrap();
+        let ret = events
+            .iter()
+            .position(|e| matches!(&e.kind, EventKind::Return(r) if r.call_seq == Some(call.seq)))
+            .unwrap();
+        let mut s = State::new(100);
+        for e in &events[..ret] {
+            s.apply(e);
+        }
+        assert_eq!(s.stuck(), 0);
+        s.apply(&Event {
+            seq: 10_000,
+            t_ns: call.t_ns + 11_000_000_000,
+            conn: call.conn,
+            dir: call.dir,
+            kind: EventKind::Stuck {
+                call_seq: call.seq,
+                interface: "Echo".into(),
+                method: "echo".into(),
+                question: 0,
+                thread: None,
+                pending_ns: 11_000_000_000,
+                limit_ns: 10_000_000_000,
+                last_on_thread: None,
+            },
+        });
+        assert_eq!(s.stuck(), 1);
+        s.apply(&events[ret]);
+        assert_eq!(s.stuck(), 0, "returned: no longer pending");
+        let f = crate::filter::Filter::parse("status:stuck").unwrap();
+        let shown: Vec<_> = s.calls.iter().filter(|r| f.matches(r, 0)).collect();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].seq, call.seq);
+    }
 
     #[test]
     fn call_and_return_fold_into_one_row() {

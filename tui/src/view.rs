@@ -97,6 +97,15 @@ fn render_header(frame: &mut Frame, app: &App, area: Rect, now: u64) {
         )),
         Span::styled(format!("dropped {dropped}"), dropped_style),
     ];
+    // Shown only when there are some: a stuck call is the first thing to look at.
+    let stuck = s.stuck();
+    if stuck > 0 {
+        second.push(Span::raw("  ·  "));
+        second.push(Span::styled(
+            format!("stuck {stuck} (f status:stuck)"),
+            Style::new().white().on_red().bold(),
+        ));
+    }
     if s.problems > 0 {
         second.push(Span::raw("  ·  "));
         second.push(Span::styled(
@@ -795,7 +804,7 @@ calls     ↑↓ j k  PgUp PgDn  g/Home first  G/End follow newest  esc follow
           enter/→ detail  r jump call ↔ return  space pause/resume
 detail    ↑↓ move  enter/space fold  → unfold  ← fold or parent  esc back
 filter    f   e.g.  method:Mining.* status:error latency>10ms conn:2 thread:pyclient
-          keys: method: iface: status:(ok,error,canceled,pending,disconnected)
+          keys: method: iface: status:(ok,error,canceled,pending,disconnected,stuck)
                 latency> >= < <=  conn:  thread:  cap:   words match names
           -term or !term negates; an empty filter shows everything
 search    /text  then n / N: next / previous call whose names or values contain it
