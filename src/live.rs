@@ -35,7 +35,7 @@ use mpspy_capture::tap::{Clock, Tap};
 use mpspy_schema::event::{NoticeLevel, Peer};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 
@@ -528,7 +528,8 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         },
     };
 
-    let decoder = live_common::start_decoder(config, clock, rx, outputs)?;
+    let snapshots = live_common::SnapshotRequest::new(tap.clone());
+    let decoder = live_common::start_decoder(config, clock, rx, outputs, snapshots.clone())?;
 
     let origin = clock.origin();
     let mut command = program_command(args, private.as_deref(), &program, &r);
@@ -551,6 +552,15 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     // Signals are caught before the program starts, so none meant for it is missed.
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
         .context("installing signal handlers")?;
+    // SIGUSR1 is mpspy's own (left alone it would end mpspy): a snapshot of the pending calls.
+    let mut usr1 =
+        signal_hook::iterator::Signals::new([SIGUSR1]).context("installing the SIGUSR1 handler")?;
+    let usr1_handle = usr1.handle();
+    thread::spawn(move || {
+        for _ in usr1.forever() {
+            snapshots.request("SIGUSR1");
+        }
+    });
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -618,6 +628,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         interrupt,
     )?;
     handle.close();
+    usr1_handle.close();
     let _ = forwarder.join();
     drop(cleanup);
 

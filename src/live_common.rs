@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -73,6 +74,34 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
 /// How often a live decoder with nothing to decode looks for stuck calls (limits are seconds).
 const STUCK_TICK: Duration = Duration::from_millis(500);
 
+/// Asks the decoder for a snapshot of every pending call (SIGUSR1): the decoder owns the
+/// engine, so the request is a flag it looks at after each item, and a notice through the tap
+/// wakes it (and says in the outputs why a snapshot follows).
+#[derive(Clone)]
+pub(crate) struct SnapshotRequest {
+    wanted: Arc<AtomicBool>,
+    tap: Tap,
+}
+
+impl SnapshotRequest {
+    pub(crate) fn new(tap: Tap) -> Self {
+        SnapshotRequest {
+            wanted: Arc::default(),
+            tap,
+        }
+    }
+
+    // Only unix has SIGUSR1 to ask with.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn request(&self, why: &str) {
+        self.wanted.store(true, Ordering::Relaxed);
+        self.tap.notice(
+            NoticeLevel::Info,
+            format!("{why}: a snapshot of the pending calls follows"),
+        );
+    }
+}
+
 /// Starts the decoder: a live session on `rx` into `outputs`, handed back when the tap
 /// finishes.
 pub(crate) fn start_decoder(
@@ -80,6 +109,7 @@ pub(crate) fn start_decoder(
     clock: Clock,
     mut rx: TapReceiver,
     mut outputs: Outputs,
+    snapshots: SnapshotRequest,
 ) -> std::io::Result<JoinHandle<Outputs>> {
     let mut session = Session::new(config);
     outputs.start(&mut session, "live", Some(clock.start_unix_ns));
@@ -109,6 +139,10 @@ pub(crate) fn start_decoder(
                         outputs.tick(&mut session, clock.now_ns());
                         outputs.flush();
                     }
+                }
+                if snapshots.wanted.swap(false, Ordering::Relaxed) {
+                    outputs.snapshot(&mut session, clock.now_ns());
+                    outputs.flush();
                 }
             }
             outputs.finish();

@@ -121,7 +121,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             }
         }
     };
-    let decoder = live_common::start_decoder(config, clock, rx, outputs)?;
+    // No SIGUSR1 to ask with on Windows yet.
+    let snapshots = live_common::SnapshotRequest::new(tap.clone());
+    let decoder = live_common::start_decoder(config, clock, rx, outputs, snapshots)?;
 
     // argv0 is the stand-in (so the program's spawns find the other stand-ins next to it);
     // the file run is the real program.

@@ -143,6 +143,14 @@ impl Outputs {
         }
     }
 
+    /// Has the engine write a snapshot of every pending call (SIGUSR1).
+    pub(crate) fn snapshot(&mut self, session: &mut Session, now_ns: u64) {
+        session.snapshot(now_ns);
+        for e in session.drain() {
+            self.event(e);
+        }
+    }
+
     /// Sends one event to every sink.
     pub(crate) fn event(&mut self, e: Event) {
         if let EventKind::Dropped { count, .. } = e.kind {

@@ -626,8 +626,8 @@ fn child_of(parent: u32) -> u32 {
 }
 
 /// A call that gets no answer is reported `stuck` by the live decoder's own timer, while no
-/// frame comes at all (the server is stopped with SIGSTOP), and the session goes on once the
-/// server does.
+/// frame comes at all (the server is stopped with SIGSTOP); SIGUSR1 writes a snapshot of what is
+/// pending; and the session goes on once the server does.
 #[test]
 fn a_call_that_gets_no_answer_is_reported_stuck_while_nothing_happens() {
     let dir = TestDir::new("stuck");
@@ -654,6 +654,12 @@ fn a_call_that_gets_no_answer_is_reported_stuck_while_nothing_happens() {
     wait_for(
         || std::fs::read_to_string(&json).is_ok_and(|t| t.contains(r#""type":"stuck""#)),
         "a stuck event",
+    );
+    // SIGUSR1 asks mpspy (not the program) for a snapshot of what is pending.
+    signal(child.id(), "-USR1");
+    wait_for(
+        || std::fs::read_to_string(&json).is_ok_and(|t| t.contains(r#""type":"snapshot""#)),
+        "a snapshot event",
     );
     signal(peer, "-CONT");
     let out = client.wait_with_output().unwrap();
@@ -682,4 +688,12 @@ fn a_call_that_gets_no_answer_is_reported_stuck_while_nothing_happens() {
     seqs.dedup();
     assert_eq!(seqs.len(), stuck.len(), "{stuck:?}");
     assert_eq!(returns_of(&ev, "Echo.echo").len(), 1);
+    // The snapshot lists the one connection's pending calls, the bootstrap first.
+    let snap = of_type(&ev, "snapshot");
+    assert_eq!(snap.len(), 1);
+    let conns = snap[0]["data"]["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 1, "{}", snap[0]);
+    let pending = conns[0]["pending"].as_array().unwrap();
+    assert_eq!(pending[0]["method"], "bootstrap", "{}", snap[0]);
+    assert!(pending[0]["elapsed_ns"].as_u64().unwrap() > 1_000_000_000);
 }

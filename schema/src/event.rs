@@ -157,6 +157,18 @@ pub struct PendingCall {
     pub method: String,
     /// How long it had been waiting.
     pub elapsed_ns: u64,
+    /// The server thread (lane) it runs on, by name, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+/// One connection's pending calls, in a [`EventKind::Snapshot`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnPending {
+    /// The connection.
+    pub conn: ConnId,
+    /// Its pending calls, oldest first.
+    pub pending: Vec<PendingCall>,
 }
 
 /// A capability, for lifetime events and disconnect reports.
@@ -387,6 +399,12 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         last_on_thread: Option<String>,
     },
+    /// Every pending call, per connection (with its lane), when asked for one (SIGUSR1 to a
+    /// live mpspy): what is waiting on what, right now.
+    Snapshot {
+        /// Connections with pending calls.
+        connections: Vec<ConnPending>,
+    },
     /// Events were dropped because a consumer was slow.
     Dropped {
         /// Events dropped since the previous `dropped` event.
@@ -525,6 +543,7 @@ impl EventKind {
             EventKind::Notice { .. } => "notice",
             EventKind::Lint(_) => "lint",
             EventKind::Stuck { .. } => "stuck",
+            EventKind::Snapshot { .. } => "snapshot",
             EventKind::Dropped { .. } => "dropped",
         }
     }

@@ -249,6 +249,29 @@ fn describe_into(kind: &EventKind, s: &mut String) {
         EventKind::Lint(l) => {
             let _ = write!(s, "LINT {} {}: {}", l.severity, l.id, l.message);
         }
+        EventKind::Snapshot { connections } => {
+            let calls: usize = connections.iter().map(|c| c.pending.len()).sum();
+            let _ = write!(
+                s,
+                "SNAPSHOT {calls} pending call(s) on {} connection(s)",
+                connections.len()
+            );
+            for c in connections {
+                for p in &c.pending {
+                    let _ = write!(
+                        s,
+                        "; #{} q{} {} {}",
+                        c.conn,
+                        p.question,
+                        p.method,
+                        format_ns(p.elapsed_ns)
+                    );
+                    if let Some(t) = &p.thread {
+                        let _ = write!(s, " on {t}");
+                    }
+                }
+            }
+        }
         EventKind::Stuck {
             call_seq,
             interface,

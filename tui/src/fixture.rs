@@ -546,6 +546,7 @@ pub(crate) fn session() -> Vec<Event> {
                 question: q,
                 method: "Mining.waitTipChanged".into(),
                 elapsed_ns: 2_000 * MS,
+                thread: None,
             }],
             live_caps: vec![
                 cap_info("Mining#2", "Mining", 2, false),

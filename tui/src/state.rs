@@ -649,6 +649,30 @@ impl State {
                 let problem = *level == mpspy_schema::event::NoticeLevel::Warning;
                 self.note(e, format!("mpspy: {text}"), problem);
             }
+            EventKind::Snapshot { connections } => {
+                let calls: usize = connections.iter().map(|c| c.pending.len()).sum();
+                self.note(
+                    e,
+                    format!(
+                        "snapshot: {calls} pending call(s) on {} connection(s)",
+                        connections.len()
+                    ),
+                    false,
+                );
+                for c in connections {
+                    for p in &c.pending {
+                        let lane = p.thread.as_deref().unwrap_or("·");
+                        let text = format!(
+                            "  #{} q{} {} pending {} on {lane}",
+                            c.conn,
+                            p.question,
+                            p.method,
+                            format_ns(p.elapsed_ns)
+                        );
+                        self.note(e, text, false);
+                    }
+                }
+            }
             EventKind::Stuck {
                 call_seq,
                 interface,

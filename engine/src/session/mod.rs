@@ -14,8 +14,8 @@ use std::sync::Arc;
 use mpspy_schema::SchemaSet;
 use mpspy_schema::decode::{CapUse, Lookup, Walker};
 use mpspy_schema::event::{
-    CallEvent, CapInfo, ConnId, Direction, Event, EventKind, Lint, Peer, PendingCall, ReturnEvent,
-    Side, qualified,
+    CallEvent, CapInfo, ConnId, ConnPending, Direction, Event, EventKind, Lint, Peer, PendingCall,
+    ReturnEvent, Side, qualified,
 };
 use mpspy_schema::rpc::{self, CapDescriptor, MessageTarget, Outcome, Payload, Rpc};
 use mpspy_schema::sets::{self, Choice, Shape};
@@ -181,6 +181,30 @@ struct AnswerCap {
 }
 
 impl Conn {
+    /// The calls sent on this connection and not answered yet, as of `t_ns`, oldest first.
+    fn pending_calls(&self, t_ns: u64) -> Vec<PendingCall> {
+        let mut pending: Vec<(u64, PendingCall)> = self
+            .questions
+            .iter()
+            .filter(|(_, q)| !q.returned)
+            .map(|((dir, id), q)| {
+                (
+                    q.sent_ns,
+                    PendingCall {
+                        call_seq: q.call_seq,
+                        dir: *dir,
+                        question: *id,
+                        method: qualified(&q.interface, &q.method),
+                        elapsed_ns: t_ns.saturating_sub(q.sent_ns),
+                        thread: q.thread.clone(),
+                    },
+                )
+            })
+            .collect();
+        pending.sort_by_key(|(sent, p)| (*sent, p.call_seq));
+        pending.into_iter().map(|(_, p)| p).collect()
+    }
+
     /// The capability at `path` in the answer to `dir`'s question, with its export entry if that
     /// entry still holds the same object.
     fn answer_cap(
@@ -276,6 +300,22 @@ impl Session {
     /// ever stuck.
     pub fn set_untimed(&mut self) {
         self.timed = false;
+    }
+
+    /// Emits a `snapshot` event: every pending call of every open connection, with its lane,
+    /// as of `t_ns` (a live mpspy does this on SIGUSR1).
+    pub fn snapshot(&mut self, t_ns: u64) {
+        let mut connections: Vec<ConnPending> = self
+            .conns
+            .iter()
+            .map(|(&conn, c)| ConnPending {
+                conn,
+                pending: c.pending_calls(t_ns),
+            })
+            .filter(|c| !c.pending.is_empty())
+            .collect();
+        connections.sort_by_key(|c| c.conn);
+        self.emit(0, None, t_ns, EventKind::Snapshot { connections });
     }
 
     /// Whether some pending call could still become stuck, so a live source should call
@@ -438,18 +478,7 @@ impl Session {
             return;
         };
         self.closed.insert(conn);
-        let mut pending: Vec<PendingCall> = c
-            .questions
-            .iter()
-            .filter(|(_, q)| !q.returned)
-            .map(|((dir, id), q)| PendingCall {
-                call_seq: q.call_seq,
-                dir: *dir,
-                question: *id,
-                method: qualified(&q.interface, &q.method),
-                elapsed_ns: t_ns.saturating_sub(q.sent_ns),
-            })
-            .collect();
+        let mut pending = c.pending_calls(t_ns);
         pending.sort_by_key(|p| (p.dir, p.question));
         let mut live: Vec<CapInfo> = c
             .exports
