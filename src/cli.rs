@@ -80,6 +80,36 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Per-method counts and latency from recordings or `-debug=ipc` debug.log files.
     Stats(StatsArgs),
+    /// Lint recordings for IPC misuse and stuck calls (docs/lints.md); exits 1 when a finding
+    /// of --fail-on's severity or worse is there, so a CI job can fail on it.
+    #[command(
+        after_help = "Example:\n  mpspy --json ev.jsonl --record s.pcapng -- sv2-tp … && mpspy check s.pcapng --allow long-poll-at-disconnect"
+    )]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Recordings (pcapng from `mpspy --record`).
+    #[arg(value_name = "FILE", required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    /// Fail (exit 1) on findings of this severity or worse: error, warning or info. Stuck calls
+    /// count as warnings.
+    #[arg(long, default_value = "warning", value_name = "SEVERITY", value_parser = severity)]
+    pub(crate) fail_on: mpspy_schema::lint::Severity,
+    /// A lint not to report (repeatable; ids in docs/lints.md, e.g. thread-busy).
+    #[arg(long = "allow", value_name = "ID")]
+    pub(crate) allow: Vec<mpspy_schema::lint::LintId>,
+    /// Decode with these schemas instead of the ones named in each recording.
+    #[arg(long, value_name = "SET")]
+    pub(crate) schemas: Option<Choice>,
+    /// polling-storm: more calls of one long-poll method per second than this is a storm.
+    #[arg(long, default_value_t = LintConfig::default().poll_rate, value_name = "N")]
+    pub(crate) poll_rate: f64,
+    /// A call pending longer than this is reported stuck (long polls: their own timeout plus
+    /// 5 s).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = seconds)]
+    pub(crate) stuck_after: f64,
 }
 
 #[derive(Debug, Args)]
@@ -252,5 +282,16 @@ fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+/// `error`, `warning` or `info` (`--fail-on`).
+fn severity(s: &str) -> Result<mpspy_schema::lint::Severity, String> {
+    use mpspy_schema::lint::Severity;
+    match s {
+        "error" => Ok(Severity::Error),
+        "warning" => Ok(Severity::Warning),
+        "info" => Ok(Severity::Info),
+        _ => Err(format!("'{s}' is not a severity: error, warning or info")),
     }
 }

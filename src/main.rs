@@ -84,6 +84,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             anyhow::bail!("call and bench are not supported on this platform yet")
         }
         Some(Command::Stats(args)) => stats(&args),
+        Some(Command::Check(args)) => check(&args),
         #[cfg(unix)]
         None => live::run(&cli.run),
         #[cfg(windows)]
@@ -174,6 +175,131 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         return Err(e);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mpspy check FILE…`: every recording through the engine, its lints and stuck calls as a
+/// compact report; exit 1 when one is of `--fail-on`'s severity or worse.
+fn check(args: &cli::CheckArgs) -> Result<ExitCode> {
+    use mpspy_engine::stats::format_ns;
+    use mpspy_schema::EventKind;
+    use mpspy_schema::event::qualified;
+    use mpspy_schema::lint::Severity;
+    use std::io::Write;
+    // Written with `?`: a closed pipe (`mpspy check … | head`) ends the report quietly.
+    let mut out = io::stdout().lock();
+    let mut failing = 0usize;
+    let mut total = 0usize;
+    for file in &args.files {
+        let header = mpspy_capture::record::read_header(file).with_context(|| {
+            format!(
+                "{}: not a recording mpspy can read (check takes pcapng files from --record)",
+                file.display()
+            )
+        })?;
+        let choice = match &args.schemas {
+            Some(c) => c.clone(),
+            None => header.schemas.parse().unwrap_or(sets::Choice::Auto),
+        };
+        let config = schema_config(&SchemaArgs {
+            schemas: choice,
+            schema: Vec::new(),
+            include: Vec::new(),
+            allow_lint: args.allow.clone(),
+            poll_rate: args.poll_rate,
+            stuck_after: args.stuck_after,
+        })?;
+        let mut session = Session::new(config);
+        let mut findings: Vec<(Severity, String)> = Vec::new();
+        let mut take = |session: &mut Session| {
+            for e in session.drain() {
+                let line = match &e.kind {
+                    EventKind::Lint(l) => (
+                        l.severity,
+                        format!(
+                            "{:<8} {:<26} {}",
+                            l.severity.as_str(),
+                            l.id.to_string(),
+                            l.message
+                        ),
+                    ),
+                    EventKind::Stuck {
+                        interface,
+                        method,
+                        question,
+                        thread,
+                        pending_ns,
+                        limit_ns,
+                        ..
+                    } => (
+                        Severity::Warning,
+                        format!(
+                            "{:<8} {:<26} {} (q{question}) pending {} (limit {}){}",
+                            "warning",
+                            "stuck",
+                            qualified(interface, method),
+                            format_ns(*pending_ns),
+                            format_ns(*limit_ns),
+                            thread
+                                .as_ref()
+                                .map(|t| format!(" on thread {t}"))
+                                .unwrap_or_default()
+                        ),
+                    ),
+                    _ => continue,
+                };
+                findings.push((
+                    line.0,
+                    format!("  {:>12.6} #{:<3} {}", e.t_ns as f64 / 1e9, e.conn, line.1),
+                ));
+            }
+        };
+        session.start(
+            &format!("check {}", file.display()),
+            Some(header.start_unix_ns),
+        );
+        take(&mut session);
+        let read = mpspy_capture::record::read_file_streaming(file, |_, item| {
+            session.apply(&item);
+            take(&mut session);
+        })
+        .with_context(|| format!("reading {}", file.display()))?;
+        if let (_, mpspy_capture::record::End::Torn(why)) = read {
+            eprintln!(
+                "mpspy: {}: the recording ends inside a block ({why}); checked up to there",
+                file.display()
+            );
+        }
+        let fail = findings.iter().filter(|(s, _)| *s <= args.fail_on).count();
+        failing += fail;
+        total += findings.len();
+        let count = |sev: Severity| findings.iter().filter(|(s, _)| *s == sev).count();
+        if findings.is_empty() {
+            writeln!(out, "{}: no findings", file.display())?;
+        } else {
+            writeln!(
+                out,
+                "{}: {} finding(s): {} error, {} warning, {} info",
+                file.display(),
+                findings.len(),
+                count(Severity::Error),
+                count(Severity::Warning),
+                count(Severity::Info)
+            )?;
+            for (_, line) in &findings {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    if failing > 0 {
+        writeln!(
+            out,
+            "mpspy check: FAILED: {failing} of {total} finding(s) at {} or worse (--fail-on; --allow ID silences a lint)",
+            args.fail_on
+        )?;
+        Ok(ExitCode::from(1))
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// `mpspy stats FILE…`: per-method tables (or one JSON object) from recordings and debug.logs.

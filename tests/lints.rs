@@ -99,3 +99,52 @@ fn allow_lint_silences_a_lint() {
     // The mismatch itself is still reported: only the lint is silenced.
     assert!(!of_type(&events, "schema_mismatch").is_empty());
 }
+
+fn check(args: &[&str]) -> (Option<i32>, String, String) {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo.pcapng");
+    let out = mpspy().arg("check").arg(&demo).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mpspy check` for CI: a clean recording passes; decoded with the wrong schemas it fails
+/// (exit 1) and names the findings; `--fail-on` and `--allow` decide what fails; a file that is
+/// not a recording is named as such (exit 2).
+#[test]
+fn check_passes_clean_recordings_and_fails_on_findings() {
+    let (code, out, err) = check(&[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.ends_with("demo.pcapng: no findings\n"), "{out}");
+
+    let (code, out, _) = check(&["--schemas", "v30"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("unknown-ordinal"), "{out}");
+    assert!(out.contains("schema-mismatch"), "{out}");
+    assert!(out.contains("mpspy check: FAILED"), "{out}");
+
+    let (code, out, _) = check(&["--schemas", "v30", "--fail-on", "error"]);
+    assert_eq!(code, Some(0), "warnings only: {out}");
+
+    let (code, out, _) = check(&[
+        "--schemas",
+        "v30",
+        "--allow",
+        "unknown-ordinal",
+        "--allow",
+        "schema-mismatch",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no findings"), "{out}");
+
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let out = mpspy().arg("check").arg(&readme).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("README.md: not a recording"),
+        "the file and what is wrong with it: {err}"
+    );
+}
