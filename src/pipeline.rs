@@ -18,17 +18,6 @@ use crate::sink::Sink;
 use crate::sink::json::JsonLines;
 use crate::sink::text::TextLines;
 
-fn item_time(item: &Tapped) -> u64 {
-    match item {
-        Tapped::Opened { t_ns, .. }
-        | Tapped::Frame { t_ns, .. }
-        | Tapped::Bad { t_ns, .. }
-        | Tapped::Closed { t_ns, .. }
-        | Tapped::Notice { t_ns, .. }
-        | Tapped::Dropped { t_ns, .. } => *t_ns,
-    }
-}
-
 /// Buffer of each output: a live session writes it out once per batch of frames (see
 /// [`Outputs::flush`]), a replay whenever it fills, so one write takes hundreds of lines.
 const OUT_BUF: usize = 64 << 10;
@@ -122,7 +111,7 @@ impl Outputs {
         // is written from the capture side, has what decoding missed.
         if first_drop && let Some(file) = &self.recording {
             session.apply(&Tapped::Notice {
-                t_ns: item_time(item),
+                t_ns: item.t_ns(),
                 level: NoticeLevel::Warning,
                 text: format!(
                     "decoding fell behind and dropped events; the recording has every frame: mpspy replay {file}"

@@ -60,7 +60,7 @@ fn parts() -> Parts {
         .map(|(i, _)| i)
         .collect();
     let (a, b) = (starts[0], starts[1]);
-    let span_ns = time(&items[b]) - time(&items[a]);
+    let span_ns = items[b].t_ns() - items[a].t_ns();
     let tail = items.split_off(b);
     let call = items.split_off(a);
     Parts {
@@ -68,17 +68,6 @@ fn parts() -> Parts {
         call,
         tail,
         span_ns,
-    }
-}
-
-fn time(t: &Tapped) -> u64 {
-    match t {
-        Tapped::Opened { t_ns, .. }
-        | Tapped::Frame { t_ns, .. }
-        | Tapped::Bad { t_ns, .. }
-        | Tapped::Closed { t_ns, .. }
-        | Tapped::Notice { t_ns, .. }
-        | Tapped::Dropped { t_ns, .. } => *t_ns,
     }
 }
 
@@ -128,14 +117,7 @@ pub fn echo_session(calls: usize) -> impl Iterator<Item = Tapped> {
 
 fn shifted(t: &Tapped, by: u64) -> Tapped {
     let mut t = t.clone();
-    match &mut t {
-        Tapped::Opened { t_ns, .. }
-        | Tapped::Frame { t_ns, .. }
-        | Tapped::Bad { t_ns, .. }
-        | Tapped::Closed { t_ns, .. }
-        | Tapped::Notice { t_ns, .. }
-        | Tapped::Dropped { t_ns, .. } => *t_ns += by,
-    }
+    *t.t_ns_mut() += by;
     t
 }
 
@@ -158,8 +140,8 @@ mod tests {
         let mut last_t = 0;
         let (mut calls, mut returns) = (0, 0);
         for item in echo_session(1000) {
-            assert!(time(&item) >= last_t, "time goes forward");
-            last_t = time(&item);
+            assert!(item.t_ns() >= last_t, "time goes forward");
+            last_t = item.t_ns();
             session.apply(&item);
             for e in session.drain() {
                 match &e.kind {

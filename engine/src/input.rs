@@ -71,6 +71,32 @@ pub enum Tapped {
     },
 }
 
+impl Tapped {
+    /// When it happened, on the session's clock.
+    pub fn t_ns(&self) -> u64 {
+        match self {
+            Tapped::Opened { t_ns, .. }
+            | Tapped::Frame { t_ns, .. }
+            | Tapped::Bad { t_ns, .. }
+            | Tapped::Closed { t_ns, .. }
+            | Tapped::Notice { t_ns, .. }
+            | Tapped::Dropped { t_ns, .. } => *t_ns,
+        }
+    }
+
+    /// Its time, to be changed.
+    pub fn t_ns_mut(&mut self) -> &mut u64 {
+        match self {
+            Tapped::Opened { t_ns, .. }
+            | Tapped::Frame { t_ns, .. }
+            | Tapped::Bad { t_ns, .. }
+            | Tapped::Closed { t_ns, .. }
+            | Tapped::Notice { t_ns, .. }
+            | Tapped::Dropped { t_ns, .. } => t_ns,
+        }
+    }
+}
+
 /// Bytes that could not be decoded, as the source saw them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadBytes {
