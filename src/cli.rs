@@ -54,6 +54,15 @@ pub(crate) struct RunArgs {
     /// program with argv0 in a private directory of stand-ins, so each spawn is relayed too.
     #[arg(long)]
     pub(crate) no_spawn_shim: bool,
+    /// Report the session's lints and stuck calls at the end (to stderr, or --log), and exit 1
+    /// instead of 0 when one is of --fail-on's severity or worse (a program that failed keeps
+    /// its own status): for running a client's integration test under mpspy in CI.
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// With --check: the severity that fails (error, warning or info; stuck calls are
+    /// warnings).
+    #[arg(long, default_value = "warning", value_name = "SEVERITY", value_parser = severity, requires = "check")]
+    pub(crate) fail_on: mpspy_schema::lint::Severity,
     #[command(flatten)]
     pub(crate) schema: SchemaArgs,
     /// The program to run and its arguments (after `--`).

@@ -68,6 +68,8 @@ pub(crate) fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         log: None,
         no_bind: true,
         no_spawn_shim: false,
+        check: false,
+        fail_on: mpspy_schema::lint::Severity::Warning,
         schema: cli::SchemaArgs::default(),
         program: vec![
             peer.display().to_string(),

@@ -633,6 +633,9 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     drop(cleanup);
 
     live_common::print_summary(&messages, &how, &outputs);
+    if live_common::check_fails(args, &messages, &outputs) && status.success() {
+        return Ok(ExitCode::from(1));
+    }
     Ok(exit_like(status))
 }
 

@@ -68,6 +68,13 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
     if let Some(target) = &args.json {
         outputs.json(target)?;
     }
+    if args.check {
+        let findings = crate::sink::findings::Findings::default();
+        outputs.add(Box::new(crate::sink::findings::FindingsSink(
+            findings.clone(),
+        )));
+        outputs.findings = Some(findings);
+    }
     Ok(outputs)
 }
 
@@ -264,6 +271,30 @@ pub(crate) fn add_screen_outputs(
 }
 
 /// The per-method summary and any output error, to [`Messages`].
+/// With `--check`: says what was found, and whether the check fails (the run then exits 1
+/// where the program exited 0).
+pub(crate) fn check_fails(args: &RunArgs, messages: &Messages, outputs: &Outputs) -> bool {
+    let Some(findings) = &outputs.findings else {
+        return false;
+    };
+    let program = args.program.first().map_or("the program", String::as_str);
+    messages.say(
+        findings
+            .report(&format!("mpspy check of {program}"))
+            .trim_end(),
+    );
+    let (total, failing) = findings.counts(args.fail_on);
+    if failing > 0 {
+        messages.say(&crate::sink::findings::failed_line(
+            failing,
+            total,
+            args.fail_on,
+            "--allow-lint",
+        ));
+    }
+    failing > 0
+}
+
 pub(crate) fn print_summary(messages: &Messages, how: &str, outputs: &Outputs) {
     let stats = outputs.stats.lock();
     if !stats.methods.is_empty() {

@@ -182,6 +182,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let (status, how, outputs) = live_common::run_session(ui, finish, &title, origin, interrupt)?;
     drop(cleanup);
     live_common::print_summary(&messages, &how, &outputs);
+    if live_common::check_fails(args, &messages, &outputs) && status.success() {
+        return Ok(ExitCode::from(1));
+    }
     let code = status.code().unwrap_or(1);
     Ok(match u8::try_from(code) {
         Ok(c) => ExitCode::from(c),

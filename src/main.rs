@@ -180,15 +180,10 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
 /// `mpspy check FILE…`: every recording through the engine, its lints and stuck calls as a
 /// compact report; exit 1 when one is of `--fail-on`'s severity or worse.
 fn check(args: &cli::CheckArgs) -> Result<ExitCode> {
-    use mpspy_engine::stats::format_ns;
-    use mpspy_schema::EventKind;
-    use mpspy_schema::event::qualified;
-    use mpspy_schema::lint::Severity;
     use std::io::Write;
     // Written with `?`: a closed pipe (`mpspy check … | head`) ends the report quietly.
     let mut out = io::stdout().lock();
-    let mut failing = 0usize;
-    let mut total = 0usize;
+    let (mut failing, mut total) = (0, 0);
     for file in &args.files {
         let header = mpspy_capture::record::read_header(file).with_context(|| {
             format!(
@@ -209,48 +204,10 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode> {
             stuck_after: args.stuck_after,
         })?;
         let mut session = Session::new(config);
-        let mut findings: Vec<(Severity, String)> = Vec::new();
-        let mut take = |session: &mut Session| {
+        let findings = sink::findings::Findings::default();
+        let take = |session: &mut Session| {
             for e in session.drain() {
-                let line = match &e.kind {
-                    EventKind::Lint(l) => (
-                        l.severity,
-                        format!(
-                            "{:<8} {:<26} {}",
-                            l.severity.as_str(),
-                            l.id.to_string(),
-                            l.message
-                        ),
-                    ),
-                    EventKind::Stuck {
-                        interface,
-                        method,
-                        question,
-                        thread,
-                        pending_ns,
-                        limit_ns,
-                        ..
-                    } => (
-                        Severity::Warning,
-                        format!(
-                            "{:<8} {:<26} {} (q{question}) pending {} (limit {}){}",
-                            "warning",
-                            "stuck",
-                            qualified(interface, method),
-                            format_ns(*pending_ns),
-                            format_ns(*limit_ns),
-                            thread
-                                .as_ref()
-                                .map(|t| format!(" on thread {t}"))
-                                .unwrap_or_default()
-                        ),
-                    ),
-                    _ => continue,
-                };
-                findings.push((
-                    line.0,
-                    format!("  {:>12.6} #{:<3} {}", e.t_ns as f64 / 1e9, e.conn, line.1),
-                ));
+                findings.add(&e);
             }
         };
         session.start(
@@ -269,32 +226,16 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode> {
                 file.display()
             );
         }
-        let fail = findings.iter().filter(|(s, _)| *s <= args.fail_on).count();
+        let (n, fail) = findings.counts(args.fail_on);
+        total += n;
         failing += fail;
-        total += findings.len();
-        let count = |sev: Severity| findings.iter().filter(|(s, _)| *s == sev).count();
-        if findings.is_empty() {
-            writeln!(out, "{}: no findings", file.display())?;
-        } else {
-            writeln!(
-                out,
-                "{}: {} finding(s): {} error, {} warning, {} info",
-                file.display(),
-                findings.len(),
-                count(Severity::Error),
-                count(Severity::Warning),
-                count(Severity::Info)
-            )?;
-            for (_, line) in &findings {
-                writeln!(out, "{line}")?;
-            }
-        }
+        write!(out, "{}", findings.report(&file.display().to_string()))?;
     }
     if failing > 0 {
         writeln!(
             out,
-            "mpspy check: FAILED: {failing} of {total} finding(s) at {} or worse (--fail-on; --allow ID silences a lint)",
-            args.fail_on
+            "{}",
+            sink::findings::failed_line(failing, total, args.fail_on, "--allow")
         )?;
         Ok(ExitCode::from(1))
     } else {

@@ -35,6 +35,8 @@ pub(crate) struct Outputs {
     pub(crate) dropped: u64,
     /// First sink or recording error; the session goes on without that output.
     pub(crate) error: Option<anyhow::Error>,
+    /// With `--check`: the session's lints and stuck calls.
+    pub(crate) findings: Option<crate::sink::findings::Findings>,
 }
 
 impl Outputs {
@@ -46,6 +48,7 @@ impl Outputs {
             stats: SharedStats::default(),
             dropped: 0,
             error: None,
+            findings: None,
         }
     }
 

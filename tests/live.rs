@@ -627,7 +627,7 @@ fn child_of(parent: u32) -> u32 {
 
 /// A call that gets no answer is reported `stuck` by the live decoder's own timer, while no
 /// frame comes at all (the server is stopped with SIGSTOP); SIGUSR1 writes a snapshot of what is
-/// pending; and the session goes on once the server does.
+/// pending; the session goes on once the server does; and `--check` fails the run on it.
 #[test]
 fn a_call_that_gets_no_answer_is_reported_stuck_while_nothing_happens() {
     let dir = TestDir::new("stuck");
@@ -640,6 +640,7 @@ fn a_call_that_gets_no_answer_is_reported_stuck_while_nothing_happens() {
             "--quiet",
             "--stuck-after",
             "1",
+            "--check",
         ],
     );
     let peer = child_of(child.id());
@@ -668,7 +669,16 @@ fn a_call_that_gets_no_answer_is_reported_stuck_while_nothing_happens() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stop_ok(child);
+    // --check: the program exited 0, but a stuck call is a warning, so mpspy exits 1 and says
+    // why in its messages (--log here, as --quiet keeps them out of the program's stderr).
+    signal(child.id(), "-TERM");
+    let done = child.wait_with_output().unwrap();
+    assert!(done.stderr.is_empty(), "--quiet");
+    assert_eq!(done.status.code(), Some(1));
+    let log = std::fs::read_to_string(dir.path("mpspy.log")).unwrap();
+    assert!(log.contains("finding(s)"), "{log}");
+    assert!(log.contains("stuck"), "{log}");
+    assert!(log.contains("mpspy check: FAILED"), "{log}");
 
     let ev = events_in(&json);
     let stuck = of_type(&ev, "stuck");

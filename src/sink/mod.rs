@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mpspy_engine::SharedStats;
 use mpspy_schema::Event;
 
+pub(crate) mod findings;
 pub(crate) mod json;
 pub(crate) mod text;
 pub(crate) mod tui;
