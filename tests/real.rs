@@ -256,6 +256,65 @@ fn a_real_node_under_mpspy_serves_bitcoin_cli_and_pycapnp_at_its_default_path() 
 
 /// `bitcoin -m node …` under mpspy: the wrapper's target runs with mpspy on its socket, and
 /// with --quiet nothing of mpspy's reaches the node's stderr.
+/// A pycapnp client that misuses IPC on purpose against the real node: it polls
+/// waitTipChanged in a tight loop, calls without a thread, and leaves a block template it never
+/// destroyed. Each lint fires, the node answers the threadless call as the lint says, and
+/// `--check` turns the node's exit 0 into mpspy's 1.
+#[test]
+fn lints_fire_on_a_misbehaving_client_of_the_real_node_and_check_fails() {
+    let (Some(node), Some(cli_bin)) = (peer("bitcoin-node"), peer("bitcoin-cli")) else {
+        return;
+    };
+    if !pycapnp() {
+        eprintln!("note: pycapnp missing; skipping");
+        return;
+    }
+    let dir = Scratch::new("lints");
+    let datadir = dir.path().join("d");
+    std::fs::create_dir(&datadir).unwrap();
+    let sock = datadir.join("regtest/node.sock");
+    let run = mpspy_run(
+        dir.path(),
+        &["--quiet", "--check"],
+        &node,
+        &regtest_args(&datadir),
+    );
+    wait_interposed(&dir.path().join("mpspy.log"));
+    wait_node_ready(&datadir);
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/client.py"))
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--misbehave")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pycapnp client: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("no thread specified and no pool"),
+        "the node refuses the threadless call: {}",
+        text(&out.stdout)
+    );
+    let out = cli(&cli_bin, &datadir, &["stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wait_output(run, "mpspy with the node");
+    assert_eq!(out.status.code(), Some(1), "--check fails the run");
+    assert!(out.stderr.is_empty(), "--quiet: {}", text(&out.stderr));
+
+    let ev = events_in(&dir.path().join("events.jsonl"));
+    let mut ids: Vec<&str> = of_type(&ev, "lint")
+        .iter()
+        .map(|l| l["data"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["alive-at-disconnect", "null-thread", "polling-storm"]);
+    let log = std::fs::read_to_string(dir.path().join("mpspy.log")).unwrap();
+    assert!(log.contains("3 finding(s): 1 error, 2 warning"), "{log}");
+    assert!(log.contains("mpspy check: FAILED"), "{log}");
+}
+
 #[test]
 fn the_bitcoin_wrapper_runs_the_real_node_under_mpspy() {
     let (Some(wrapper), Some(cli_bin)) = (peer("bitcoin"), peer("bitcoin-cli")) else {

@@ -6,7 +6,7 @@ construct() without a ThreadMap, one makeThread("pyclient"), and a Context
 with only `thread` set. Each result is printed as one JSON line; the exit
 status is non-zero on any unexpected result.
 
-    client.py unix:PATH [--echo TEXT]... [--count N] [--mining] [--hang]
+    client.py unix:PATH [--echo TEXT]... [--count N] [--mining] [--hang] [--misbehave]
 """
 
 import argparse
@@ -73,6 +73,26 @@ async def mining_calls(init, ctx, mining_capnp):
         raise Unexpected("checkBlock: expected an exception")
 
 
+async def misbehave(init, ctx, proxy_capnp, mining_capnp):
+    """Misuses IPC on purpose, for mpspy's lints: polls a long-poll method in a tight loop
+    (polling-storm), calls without a thread (null-thread), and leaves with a block template
+    it never destroyed (alive-at-disconnect)."""
+    mining = (await init.makeMining(ctx)).result
+    tip = (await mining.getTip(ctx)).result
+    for _ in range(30):
+        await mining.waitTipChanged(ctx, tip.hash, 0.0)
+    emit("waitTipChanged", times=30)
+    try:
+        await mining.getTip(proxy_capnp.Context.new_message())
+    except capnp.KjException as e:
+        emit("getTip without a thread", exception=e.description)
+    else:
+        emit("getTip without a thread", exception=None)
+    options = mining_capnp.BlockCreateOptions.new_message()
+    (await mining.createNewBlock(ctx, options, False)).result
+    emit("createNewBlock", destroyed=False)
+
+
 async def main(args):
     if not args.address.startswith("unix:"):
         raise Unexpected(f"Unrecognized address '{args.address}'")
@@ -101,6 +121,9 @@ async def main(args):
     if args.mining:
         await mining_calls(init, ctx, mining_capnp)
 
+    if args.misbehave:
+        await misbehave(init, ctx, proxy_capnp, mining_capnp)
+
     if args.hang:
         # Leave a call pending (for tests that kill the server mid-call).
         mining = (await init.makeMining(ctx)).result
@@ -117,6 +140,7 @@ def parse():
     p.add_argument("--count", type=int, default=1, help="echo each text N times")
     p.add_argument("--mining", action="store_true", help="also call Mining and BlockTemplate")
     p.add_argument("--hang", action="store_true", help="end with a waitTipChanged that takes a minute")
+    p.add_argument("--misbehave", action="store_true", help="misuse IPC on purpose (see misbehave)")
     return p.parse_args()
 
 
