@@ -98,18 +98,14 @@ impl Outputs {
             s.stats(&self.stats);
         }
         session.start(source, start_unix_ns);
-        for e in session.drain() {
-            self.event(e);
-        }
+        self.take(session);
     }
 
     /// Decodes `item` and sends the events to every sink.
     pub(crate) fn item(&mut self, session: &mut Session, item: &Tapped) {
         let first_drop = matches!(item, Tapped::Dropped { .. }) && self.dropped == 0;
         session.apply(item);
-        for e in session.drain() {
-            self.event(e);
-        }
+        self.take(session);
         // Said once, where it first happens (the UI shows it in its log): the recording, which
         // is written from the capture side, has what decoding missed.
         if first_drop && let Some(file) = &self.recording {
@@ -120,9 +116,7 @@ impl Outputs {
                     "decoding fell behind and dropped events; the recording has every frame: mpspy replay {file}"
                 ),
             });
-            for e in session.drain() {
-                self.event(e);
-            }
+            self.take(session);
         }
     }
 
@@ -130,14 +124,17 @@ impl Outputs {
     /// has come for a while.
     pub(crate) fn tick(&mut self, session: &mut Session, now_ns: u64) {
         session.tick(now_ns);
-        for e in session.drain() {
-            self.event(e);
-        }
+        self.take(session);
     }
 
     /// Has the engine write a snapshot of every pending call (SIGUSR1).
     pub(crate) fn snapshot(&mut self, session: &mut Session, now_ns: u64) {
         session.snapshot(now_ns);
+        self.take(session);
+    }
+
+    /// Sends what the engine has emitted to every sink.
+    fn take(&mut self, session: &mut Session) {
         for e in session.drain() {
             self.event(e);
         }

@@ -86,6 +86,22 @@ fn start_plain_node(node: &Path, datadir: &Path) -> KillOnDrop {
     child
 }
 
+/// Runs the pycapnp client (tests/py/client.py) against `sock` with `mode`; it must succeed.
+fn pyclient(sock: &Path, mode: &str) -> Output {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/client.py"))
+        .arg(format!("unix:{}", sock.display()))
+        .arg(mode)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pycapnp client: {}",
+        text(&out.stderr)
+    );
+    out
+}
+
 /// Every call has its return, with a latency, and every method has a name from the schema.
 fn assert_paired_and_named(ev: &[Value]) {
     let calls = of_type(ev, "call");
@@ -165,17 +181,7 @@ fn a_real_node_under_mpspy_serves_bitcoin_cli_and_pycapnp_at_its_default_path() 
     assert!(text(&out.stdout).contains(&big));
     let py = pycapnp();
     if py {
-        let out = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/client.py"))
-            .arg(format!("unix:{}", sock.display()))
-            .arg("--mining")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pycapnp client: {}",
-            text(&out.stderr)
-        );
+        pyclient(&sock, "--mining");
     }
     let out = cli(&cli_bin, &datadir, &["stop"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -281,17 +287,7 @@ fn lints_fire_on_a_misbehaving_client_of_the_real_node_and_check_fails() {
     );
     wait_interposed(&dir.path().join("mpspy.log"));
     wait_node_ready(&datadir);
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/client.py"))
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--misbehave")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pycapnp client: {}",
-        text(&out.stderr)
-    );
+    let out = pyclient(&sock, "--misbehave");
     assert!(
         text(&out.stdout).contains("no thread specified and no pool"),
         "the node refuses the threadless call: {}",

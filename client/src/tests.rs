@@ -417,8 +417,19 @@ mod connecting {
     fn a_socket_nobody_listens_on_is_refused() {
         let dir = scratch("refused");
         let sock = dir.join("stale.sock");
-        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
-        match connect::unix(&sock) {
+        // Other tests in this process spawn children: one forked between our bind and drop
+        // holds the listener until it execs, and a connect in that moment is accepted. Such a
+        // success says nothing about stale sockets, so make a fresh one and ask again.
+        let mut tries = 0;
+        let refused = loop {
+            let _ = std::fs::remove_file(&sock);
+            drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+            match connect::unix(&sock) {
+                Ok(_) if tries < 20 => tries += 1,
+                other => break other,
+            }
+        };
+        match refused {
             Err(ClientError::Connect { path, source }) => {
                 assert_eq!(path, sock);
                 assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
