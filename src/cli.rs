@@ -89,8 +89,9 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Per-method counts and latency from recordings or `-debug=ipc` debug.log files.
     Stats(StatsArgs),
-    /// Lint recordings for IPC misuse and stuck calls (docs/lints.md); exits 1 when a finding
-    /// of --fail-on's severity or worse is there, so a CI job can fail on it.
+    /// Lint recordings and -debug=ipc logs for IPC misuse and stuck calls (docs/lints.md);
+    /// exits 1 when a finding of --fail-on's severity or worse is there, so a CI job can fail
+    /// on it.
     #[command(
         after_help = "Example:\n  mpspy --json ev.jsonl --record s.pcapng -- sv2-tp … && mpspy check s.pcapng --allow long-poll-at-disconnect"
     )]
@@ -99,7 +100,8 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
-    /// Recordings (pcapng from `mpspy --record`).
+    /// Recordings (pcapng from `mpspy --record`) or Bitcoin Core debug.log files written with
+    /// -debug=ipc (a log shows fewer lints: docs/lints.md); told apart by content.
     #[arg(value_name = "FILE", required = true)]
     pub(crate) files: Vec<PathBuf>,
     /// Fail (exit 1) on findings of this severity or worse: error, warning or info. Stuck calls
@@ -109,7 +111,8 @@ pub(crate) struct CheckArgs {
     /// A lint not to report (repeatable; ids in docs/lints.md, e.g. thread-busy).
     #[arg(long = "allow", value_name = "ID")]
     pub(crate) allow: Vec<mpspy_schema::lint::LintId>,
-    /// Decode with these schemas instead of the ones named in each recording.
+    /// Decode with these schemas instead of the ones named in each recording (logs have no
+    /// frames to decode).
     #[arg(long, value_name = "SET")]
     pub(crate) schemas: Option<Choice>,
     /// polling-storm: more calls of one long-poll method per second than this is a storm.

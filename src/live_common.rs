@@ -305,6 +305,22 @@ pub(crate) fn print_summary(messages: &Messages, how: &str, outputs: &Outputs) {
     } else {
         messages.say(&format!("mpspy: {how}; no IPC calls seen"));
     }
+    // At most a screenful: the first ones say what kind of leak it is, the count how big.
+    const SHOWN: usize = 10;
+    if !outputs.left.is_empty() {
+        let mut text = format!(
+            "mpspy: {} connection(s) closed with calls unanswered or objects never destroyed:",
+            outputs.left.len()
+        );
+        for l in outputs.left.iter().take(SHOWN) {
+            text.push_str("\n  ");
+            text.push_str(l);
+        }
+        if outputs.left.len() > SHOWN {
+            text.push_str(&format!("\n  … and {} more", outputs.left.len() - SHOWN));
+        }
+        messages.say(&text);
+    }
     let recorded = outputs.recorded.as_ref();
     let complete = recorded.is_some_and(|r| r.dropped == 0 && r.error.is_none());
     if outputs.dropped > 0 {

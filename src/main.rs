@@ -185,47 +185,10 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode> {
     let mut out = io::stdout().lock();
     let (mut failing, mut total) = (0, 0);
     for file in &args.files {
-        let header = mpspy_capture::record::read_header(file).with_context(|| {
-            format!(
-                "{}: not a recording mpspy can read (check takes pcapng files from --record)",
-                file.display()
-            )
-        })?;
-        let choice = match &args.schemas {
-            Some(c) => c.clone(),
-            None => header.schemas.parse().unwrap_or(sets::Choice::Auto),
+        let findings = match check_kind(file)? {
+            CheckKind::Recording => check_recording(args, file)?,
+            CheckKind::Log => check_log(args, file)?,
         };
-        let config = schema_config(&SchemaArgs {
-            schemas: choice,
-            schema: Vec::new(),
-            include: Vec::new(),
-            allow_lint: args.allow.clone(),
-            poll_rate: args.poll_rate,
-            stuck_after: args.stuck_after,
-        })?;
-        let mut session = Session::new(config);
-        let findings = sink::findings::Findings::default();
-        let take = |session: &mut Session| {
-            for e in session.drain() {
-                findings.add(&e);
-            }
-        };
-        session.start(
-            &format!("check {}", file.display()),
-            Some(header.start_unix_ns),
-        );
-        take(&mut session);
-        let read = mpspy_capture::record::read_file_streaming(file, |_, item| {
-            session.apply(&item);
-            take(&mut session);
-        })
-        .with_context(|| format!("reading {}", file.display()))?;
-        if let (_, mpspy_capture::record::End::Torn(why)) = read {
-            eprintln!(
-                "mpspy: {}: the recording ends inside a block ({why}); checked up to there",
-                file.display()
-            );
-        }
         let (n, fail) = findings.counts(args.fail_on);
         total += n;
         failing += fail;
@@ -243,6 +206,136 @@ fn check(args: &cli::CheckArgs) -> Result<ExitCode> {
     }
 }
 
+enum CheckKind {
+    Recording,
+    Log,
+}
+
+/// A recording by its magic number, a `-debug=ipc` log by being text; anything else is named.
+fn check_kind(file: &std::path::Path) -> Result<CheckKind> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .with_context(|| format!("reading {}", file.display()))?;
+    if head.starts_with(&mpspy_capture::record::PCAPNG_MAGIC) {
+        Ok(CheckKind::Recording)
+    } else if head.contains(&0) {
+        anyhow::bail!(
+            "{}: neither a recording (pcapng from --record) nor a -debug=ipc log (text)",
+            file.display()
+        )
+    } else {
+        Ok(CheckKind::Log)
+    }
+}
+
+/// The findings of a recording, from the engine's events.
+fn check_recording(
+    args: &cli::CheckArgs,
+    file: &std::path::Path,
+) -> Result<sink::findings::Findings> {
+    let header = mpspy_capture::record::read_header(file).with_context(|| {
+        format!(
+            "{}: not a recording mpspy can read (check takes pcapng files from --record)",
+            file.display()
+        )
+    })?;
+    let choice = match &args.schemas {
+        Some(c) => c.clone(),
+        None => header.schemas.parse().unwrap_or(sets::Choice::Auto),
+    };
+    let config = schema_config(&SchemaArgs {
+        schemas: choice,
+        schema: Vec::new(),
+        include: Vec::new(),
+        allow_lint: args.allow.clone(),
+        poll_rate: args.poll_rate,
+        stuck_after: args.stuck_after,
+    })?;
+    let mut session = Session::new(config);
+    let findings = sink::findings::Findings::default();
+    let take = |session: &mut Session| {
+        for e in session.drain() {
+            findings.add(&e);
+        }
+    };
+    session.start(
+        &format!("check {}", file.display()),
+        Some(header.start_unix_ns),
+    );
+    take(&mut session);
+    let read = mpspy_capture::record::read_file_streaming(file, |_, item| {
+        session.apply(&item);
+        take(&mut session);
+    })
+    .with_context(|| format!("reading {}", file.display()))?;
+    if let (_, mpspy_capture::record::End::Torn(why)) = read {
+        eprintln!(
+            "mpspy: {}: the recording ends inside a block ({why}); checked up to there",
+            file.display()
+        );
+    }
+    Ok(findings)
+}
+
+/// The findings of a `-debug=ipc` log: what its lines show by themselves
+/// ([`mpspy_bitcoin::loglint`]), with the same thresholds and allow list.
+fn check_log(args: &cli::CheckArgs, file: &std::path::Path) -> Result<sink::findings::Findings> {
+    use std::io::BufRead;
+    let config = schema_config(&SchemaArgs {
+        schemas: sets::Choice::Auto,
+        schema: Vec::new(),
+        include: Vec::new(),
+        allow_lint: args.allow.clone(),
+        poll_rate: args.poll_rate,
+        stuck_after: args.stuck_after,
+    })?
+    .lints;
+    let mut lints = mpspy_bitcoin::loglint::LogLints::new(config);
+    let mut input = io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?,
+    );
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if input
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {}", file.display()))?
+            == 0
+        {
+            break;
+        }
+        lints.line(&String::from_utf8_lossy(&buf));
+    }
+    if lints.ipc_lines() == 0 {
+        anyhow::bail!(
+            "{}: no IPC lines: not a recording, and a text file without -debug=ipc log lines \
+             (run the node with -debug=ipc)",
+            file.display()
+        );
+    }
+    let findings = sink::findings::Findings::default();
+    for f in lints.finish() {
+        let id = match &f.what {
+            mpspy_bitcoin::loglint::What::Lint(id) => id.to_string(),
+            mpspy_bitcoin::loglint::What::Stuck => "stuck".into(),
+        };
+        findings.push(
+            f.severity,
+            format!(
+                "  line {:<7} {:<20} {:<8} {:<26} {}",
+                f.line,
+                f.process,
+                f.severity.as_str(),
+                id,
+                f.message
+            ),
+        );
+    }
+    Ok(findings)
+}
+
 /// `mpspy stats FILE…`: per-method tables (or one JSON object) from recordings and debug.logs.
 fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
     use std::io::{Read, Write};
@@ -251,7 +344,6 @@ fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
     use mpspy_capture::record::{self, End};
     use mpspy_engine::stats::LONG_POLL;
 
-    const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
     let mut text = String::new();
     let mut files = Vec::new();
     for path in &args.files {
@@ -260,7 +352,7 @@ fn stats(args: &cli::StatsArgs) -> Result<ExitCode> {
         std::fs::File::open(path)
             .and_then(|f| f.take(4096).read_to_end(&mut head))
             .with_context(|| format!("reading {shown}"))?;
-        if head.starts_with(&PCAPNG_MAGIC) {
+        if head.starts_with(&record::PCAPNG_MAGIC) {
             // As a stream: the session is set up by the header, then folds item by item.
             let header = record::read_header(path).with_context(|| format!("reading {shown}"))?;
             let mut session = Session::new(SchemaConfig {

@@ -37,6 +37,11 @@ pub(crate) struct Outputs {
     pub(crate) error: Option<anyhow::Error>,
     /// With `--check`: the session's lints and stuck calls.
     pub(crate) findings: Option<crate::sink::findings::Findings>,
+    /// What closed connections left behind (unanswered calls, objects never destroyed), in
+    /// plain words, for the end-of-run summary: `#conn label: sentence`.
+    pub(crate) left: Vec<String>,
+    /// Labels of the open connections, for [`Outputs::left`].
+    labels: std::collections::HashMap<mpspy_schema::event::ConnId, String>,
 }
 
 impl Outputs {
@@ -49,6 +54,8 @@ impl Outputs {
             dropped: 0,
             error: None,
             findings: None,
+            left: Vec::new(),
+            labels: Default::default(),
         }
     }
 
@@ -142,8 +149,24 @@ impl Outputs {
 
     /// Sends one event to every sink.
     pub(crate) fn event(&mut self, e: Event) {
-        if let EventKind::Dropped { count, .. } = e.kind {
-            self.dropped += count;
+        match &e.kind {
+            EventKind::Dropped { count, .. } => self.dropped += count,
+            EventKind::ConnOpened { label, .. } => {
+                self.labels.insert(e.conn, label.clone());
+            }
+            EventKind::ConnClosed {
+                reason,
+                pending_calls,
+                live_caps,
+            } => {
+                let label = self.labels.remove(&e.conn).unwrap_or_default();
+                if let Some(left) =
+                    mpspy_engine::left::left_behind(reason, pending_calls, live_caps)
+                {
+                    self.left.push(format!("#{} {label}: {left}", e.conn));
+                }
+            }
+            _ => {}
         }
         let e = Arc::new(e);
         let mut failed = None;

@@ -144,7 +144,63 @@ fn check_passes_clean_recordings_and_fails_on_findings() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("README.md: not a recording"),
+        err.contains(
+            "README.md: no IPC lines: not a recording, and a text file without -debug=ipc"
+        ),
         "the file and what is wrong with it: {err}"
     );
+}
+
+/// `mpspy check` on `-debug=ipc` logs: what the lines show by themselves. The upstream
+/// functional test's node log (interface_ipc) has the `makeMining @2` stub it provokes on
+/// purpose, a waitNext interrupted by its client's disconnect, and three waitNext calls sent
+/// on one thread at once (the node queues them: #20 runs only once #19 has answered); the
+/// pycapnp session's trace log and the example's log are clean.
+#[test]
+fn check_reads_debug_ipc_logs() {
+    let logs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debug-logs");
+    for clean in ["bitcoin-node-master-ipc-trace.log", "mpexample-debug.log"] {
+        let out = mpspy().arg("check").arg(logs.join(clean)).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{clean}: {text}");
+        assert!(text.ends_with(&format!("{clean}: no findings\n")), "{text}");
+    }
+
+    let log = logs.join("interface_ipc-node0.log");
+    let out = mpspy().arg("check").arg(&log).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("4 finding(s): 0 error, 3 warning, 1 info"),
+        "{text}"
+    );
+    for line in [
+        "line 105     bitcoin-node-6437    warning  unimplemented-method       Init.makeMiningOld2 answered \"Old mining interface (@2) not supported. Please update your client!\"",
+        "line 151     bitcoin-node-6437    info     long-poll-at-disconnect    BlockTemplate.waitNext (#15) was still waiting when its client disconnected",
+        "line 189     bitcoin-node-6437    warning  thread-busy                BlockTemplate.waitNext (#20) was posted to bitcoin-node-6437/b-capnp-loop-6453 (from pythread) while BlockTemplate.waitNext (#19) still ran there",
+    ] {
+        assert!(text.contains(line), "{line}\nnot in:\n{text}");
+    }
+
+    let out = mpspy()
+        .arg("check")
+        .arg(&log)
+        .args(["--allow", "thread-busy", "--allow", "unimplemented-method"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Warnings do not fail a check that fails on errors only.
+    let out = mpspy()
+        .arg("check")
+        .arg(&log)
+        .args(["--fail-on", "error"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "only warnings and info");
 }

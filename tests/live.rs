@@ -286,6 +286,8 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
     let dir = TestDir::new("kill");
     let json = dir.path("events.jsonl");
     let rec = dir.path("session.pcapng");
+    // (start_wrapped_peer sends mpspy's messages there.)
+    let log = dir.path("mpspy.log");
     let (child, sock) = start_wrapped_peer(
         &dir,
         &[
@@ -354,6 +356,25 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
         replayed
             .iter()
             .any(|e| e["type"] == "call" && e["data"]["method"] == "waitTipChanged")
+    );
+
+    // In plain words: at the disconnect in the text output, and in the summary at the end.
+    let left = "Mining.waitTipChanged (q";
+    let out = run_ok(mpspy().arg("replay").arg(&rec));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let closed = text
+        .lines()
+        .find(|l| l.contains(" closed") && !l.contains("LINT"))
+        .unwrap_or_else(|| panic!("no closed line: {text}"));
+    assert!(
+        closed.contains(&format!("closed: {left}")) && closed.contains(") had been pending "),
+        "{closed}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("1 connection(s) closed with calls unanswered or objects never destroyed")
+            && log.contains(left),
+        "{log}"
     );
 }
 

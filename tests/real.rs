@@ -308,6 +308,16 @@ fn lints_fire_on_a_misbehaving_client_of_the_real_node_and_check_fails() {
     assert_eq!(ids, ["alive-at-disconnect", "null-thread", "polling-storm"]);
     let log = std::fs::read_to_string(dir.path().join("mpspy.log")).unwrap();
     assert!(log.contains("3 finding(s): 1 error, 2 warning"), "{log}");
+    // The template the client left, in plain words in the end-of-run summary.
+    let left = log
+        .lines()
+        .find(|l| l.contains("was never destroyed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        left.contains(": BlockTemplate#")
+            && left.ends_with("when the client closed the connection"),
+        "{left}"
+    );
     assert!(log.contains("mpspy check: FAILED"), "{log}");
 }
 

@@ -44,6 +44,9 @@ use mpspy_engine::Tapped;
 
 /// The recording format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// The first four bytes of every pcapng file (a Section Header Block's type): how a recording
+/// is told from a text log before it is read.
+pub const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 const MAGIC: &str = "mpspy-recording";
 
 /// Why a recording could not be written or read.

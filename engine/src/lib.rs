@@ -16,6 +16,7 @@ pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod input;
+pub mod left;
 pub mod lint;
 pub mod raw;
 pub mod session;

@@ -88,9 +88,10 @@ impl LintConfig {
     }
 }
 
-/// The recent calls of one long-poll method on one connection.
+/// The recent calls of one long-poll method on one connection (or, for `-debug=ipc` logs,
+/// which do not tell connections apart, one process): the `polling-storm` rule, in one place.
 #[derive(Debug, Default)]
-pub(crate) struct PollRate {
+pub struct PollRate {
     /// Times of the calls within the window (at most the limit + 1 are kept).
     times: VecDeque<u64>,
     /// In a storm: already reported, quiet until the rate falls back.
@@ -99,7 +100,7 @@ pub(crate) struct PollRate {
 
 impl PollRate {
     /// Records a call at `t_ns`; true when this call starts a storm (the one to report).
-    pub(crate) fn call(&mut self, t_ns: u64, config: &LintConfig) -> bool {
+    pub fn call(&mut self, t_ns: u64, config: &LintConfig) -> bool {
         let limit = config.poll_limit();
         // The window is (t - window, t]: a call exactly one window old has left it.
         if let Some(from) = t_ns.checked_sub(config.poll_window_ns) {

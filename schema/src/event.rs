@@ -189,6 +189,10 @@ pub struct CapInfo {
     pub destroyed: bool,
     /// True when its interface has a `destroy` method (so not calling it is a leak).
     pub destroyable: bool,
+    /// True when its `destroy` was called and has not returned yet (the object is on its way
+    /// out, not leaked).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub destroy_pending: bool,
 }
 
 /// How much a [`EventKind::Notice`] matters.

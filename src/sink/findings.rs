@@ -65,6 +65,13 @@ impl Findings {
         }
     }
 
+    /// A finding from another source than events (a `-debug=ipc` log), its report line made.
+    pub(crate) fn push(&self, severity: Severity, line: String) {
+        if let Ok(mut f) = self.0.lock() {
+            f.push(Finding { severity, line });
+        }
+    }
+
     /// How many findings, and how many of them are of `fail_on`'s severity or worse.
     pub(crate) fn counts(&self, fail_on: Severity) -> (usize, usize) {
         let f = self

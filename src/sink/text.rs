@@ -124,26 +124,29 @@ fn describe_into(kind: &EventKind, s: &mut String) {
             pending_calls,
             live_caps,
         } => {
-            let _ = write!(s, "closed ({reason})");
-            if !pending_calls.is_empty() {
-                let p: Vec<String> = pending_calls
-                    .iter()
-                    .map(|p| format!("q{} {} ({})", p.question, p.method, format_ns(p.elapsed_ns)))
-                    .collect();
-                let _ = write!(s, "; pending calls: {}", p.join(", "));
+            // What was left behind, in plain words; then the other capabilities still
+            // referenced (a Thread, Init: released with the connection, nothing lost).
+            match mpspy_engine::left::left_behind(reason, pending_calls, live_caps) {
+                Some(left) => {
+                    let _ = write!(s, "closed: {left}");
+                }
+                None => {
+                    let _ = write!(s, "closed ({reason})");
+                }
             }
-            if !live_caps.is_empty() {
-                let c: Vec<String> = live_caps
-                    .iter()
-                    .map(|c| {
-                        if c.destroyed {
-                            format!("{} (destroyed, not released)", c.cap)
-                        } else {
-                            c.cap.clone()
-                        }
-                    })
-                    .collect();
-                let _ = write!(s, "; live capabilities: {}", c.join(", "));
+            let rest: Vec<String> = live_caps
+                .iter()
+                .filter(|c| !mpspy_engine::left::never_destroyed(c))
+                .map(|c| {
+                    if c.destroyed {
+                        format!("{} (destroyed, not released)", c.cap)
+                    } else {
+                        c.cap.clone()
+                    }
+                })
+                .collect();
+            if !rest.is_empty() {
+                let _ = write!(s, "; still referenced: {}", rest.join(", "));
             }
         }
         EventKind::Bootstrap { question, .. } => {

@@ -134,6 +134,7 @@ fn cap_info(name: &str, iface: &str, id: u32, destroyed: bool) -> CapInfo {
         destroyed,
         // Echo and BlockTemplate have `destroy`; Init, Rpc and Mining are only released.
         destroyable: matches!(iface, "Echo" | "BlockTemplate"),
+        destroy_pending: false,
     }
 }
 

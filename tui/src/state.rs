@@ -126,7 +126,7 @@ pub(crate) struct CapRow {
 impl CapRow {
     /// Left open at a disconnect without the `destroy` its interface has.
     pub(crate) fn is_leak(&self) -> bool {
-        self.info.destroyable && !self.info.destroyed
+        mpspy_engine::left::never_destroyed(&self.info)
     }
 }
 
@@ -414,16 +414,10 @@ impl State {
                     .collect();
                 conn.live.clear();
                 let leaks = conn.left_open.iter().filter(|c| c.is_leak()).count();
-                let mut text = format!("connection closed: {reason}");
-                if !pending_calls.is_empty() {
-                    text.push_str(&format!(" · {} calls unanswered", pending_calls.len()));
-                }
-                if !live_caps.is_empty() {
-                    text.push_str(&format!(
-                        " · {} capabilities still referenced ({leaks} never destroyed)",
-                        live_caps.len()
-                    ));
-                }
+                let text = match mpspy_engine::left::left_behind(reason, pending_calls, live_caps) {
+                    Some(left) => format!("connection closed: {left}"),
+                    None => format!("connection closed: {reason}"),
+                };
                 let problem = !pending_calls.is_empty() || leaks > 0;
                 self.note(e, text, problem);
             }

@@ -504,14 +504,8 @@ impl Session {
             l.method = Some(p.method.clone());
             self.lint(conn, Some(p.dir), t_ns, l);
         }
-        for cap in live.iter().filter(|a| a.destroyable && !a.destroyed) {
-            let destroy_called = c
-                .exports
-                .get(&(cap.host, cap.export_id))
-                .is_some_and(|e| e.destroy_called);
-            if destroy_called {
-                continue; // destroy was on its way: the peer frees it.
-            }
+        // A destroy on its way frees the object: not a leak.
+        for cap in live.iter().filter(|a| crate::left::never_destroyed(a)) {
             let mut l = Lint::new(
                 LintId::AliveAtDisconnect,
                 format!(
@@ -1475,6 +1469,7 @@ fn cap_info(host: Side, id: u32, e: &Export, lookup: &Lookup<'_>) -> CapInfo {
         refs: e.refs,
         destroyed: e.destroyed,
         destroyable: e.interface.is_some_and(|i| lookup.has_destroy(i)),
+        destroy_pending: e.destroy_called && !e.destroyed,
     }
 }
 
