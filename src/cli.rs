@@ -34,6 +34,10 @@ pub(crate) struct RunArgs {
     /// Record every frame to a pcapng FILE (replay with `mpspy replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub(crate) record: Option<PathBuf>,
+    /// Write a timeline of the session to FILE as Chrome / Perfetto Trace Event JSON (open it
+    /// in ui.perfetto.dev; docs/trace.md).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trace_out: Option<PathBuf>,
     /// Write nothing into the program's stdout and stderr (which mpspy shares with it): no event
     /// lines, no notices, no summary. Notices still reach --json, --record, the UI and --log.
     #[arg(long, short = 'q')]
@@ -89,6 +93,11 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Per-method counts and latency from recordings or `-debug=ipc` debug.log files.
     Stats(StatsArgs),
+    /// Write a recording's timeline in another format (Chrome / Perfetto trace JSON).
+    #[command(
+        after_help = "Example:\n  mpspy export --format chrome-trace session.pcapng -o trace.json   # open in ui.perfetto.dev"
+    )]
+    Export(ExportArgs),
     /// Lint recordings and -debug=ipc logs for IPC misuse and stuck calls (docs/lints.md);
     /// exits 1 when a finding of --fail-on's severity or worse is there, so a CI job can fail
     /// on it.
@@ -96,6 +105,29 @@ pub(crate) enum Command {
         after_help = "Example:\n  mpspy --json ev.jsonl --record s.pcapng -- sv2-tp … && mpspy check s.pcapng --allow long-poll-at-disconnect"
     )]
     Check(CheckArgs),
+}
+
+/// What `mpspy export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// Trace Event JSON for ui.perfetto.dev and chrome://tracing (docs/trace.md).
+    ChromeTrace,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// A recording (pcapng from `mpspy --record`).
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// The output format.
+    #[arg(long, value_enum, default_value = "chrome-trace")]
+    pub(crate) format: ExportFormat,
+    /// Where to write it (`-`: stdout).
+    #[arg(short, long, value_name = "FILE|-", default_value = "-")]
+    pub(crate) output: String,
+    /// Decode with these schemas instead of the one named in the recording.
+    #[arg(long, value_name = "SET")]
+    pub(crate) schemas: Option<Choice>,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +232,9 @@ pub(crate) struct ReplayArgs {
     /// Write JSON Lines instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Also write the timeline as Chrome / Perfetto Trace Event JSON to FILE (docs/trace.md).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trace_out: Option<PathBuf>,
     /// Text lines instead of the terminal UI (the UI is used only on a terminal).
     #[arg(long)]
     pub(crate) no_tui: bool,

@@ -64,6 +64,7 @@ pub(crate) fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         json: args.json.then(|| "-".to_string()),
         no_tui: args.no_tui,
         record: args.record.clone(),
+        trace_out: None,
         quiet: false,
         log: None,
         no_bind: true,

@@ -68,6 +68,9 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
     if let Some(target) = &args.json {
         outputs.json(target)?;
     }
+    if let Some(path) = &args.trace_out {
+        outputs.trace(&path.to_string_lossy(), "--trace-out")?;
+    }
     if args.check {
         let findings = crate::sink::findings::Findings::default();
         outputs.add(Box::new(crate::sink::findings::FindingsSink(

@@ -85,6 +85,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Some(Command::Stats(args)) => stats(&args),
         Some(Command::Check(args)) => check(&args),
+        Some(Command::Export(args)) => export(&args),
         #[cfg(unix)]
         None => live::run(&cli.run),
         #[cfg(windows)]
@@ -115,6 +116,9 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         stuck_after: args.stuck_after,
     })?;
     let mut outputs = pipeline::Outputs::new();
+    if let Some(path) = &args.trace_out {
+        outputs.trace(&path.to_string_lossy(), "--trace-out")?;
+    }
     let source = format!("replay {}", args.file.display());
     let file = args.file.clone();
     // The outputs, and why the recording ended early if it did.
@@ -170,6 +174,53 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     let (outputs, torn) = decode_all(outputs);
     if let Some(t) = torn {
         eprintln!("mpspy: {t}");
+    }
+    if let Some(e) = outputs.error {
+        return Err(e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mpspy export FILE --format F -o OUT`: the recording through the engine into one sink.
+fn export(args: &cli::ExportArgs) -> Result<ExitCode> {
+    use mpspy_capture::record::{self, End};
+    let header = record::read_header(&args.file).with_context(|| {
+        format!(
+            "{}: not a recording mpspy can read (export takes pcapng files from --record)",
+            args.file.display()
+        )
+    })?;
+    let choice = match &args.schemas {
+        Some(c) => c.clone(),
+        None => header.schemas.parse().unwrap_or(sets::Choice::Auto),
+    };
+    let config = schema_config(&SchemaArgs {
+        schemas: choice,
+        schema: Vec::new(),
+        include: Vec::new(),
+        allow_lint: Vec::new(),
+        poll_rate: mpspy_engine::LintConfig::default().poll_rate,
+        stuck_after: 10.0,
+    })?;
+    let mut outputs = pipeline::Outputs::new();
+    match args.format {
+        cli::ExportFormat::ChromeTrace => outputs.trace(&args.output, "--output")?,
+    }
+    let mut session = Session::new(config);
+    outputs.start(
+        &mut session,
+        &format!("export {}", args.file.display()),
+        Some(header.start_unix_ns),
+    );
+    let read = record::read_file_streaming(&args.file, |_, item| outputs.item(&mut session, &item));
+    outputs.finish();
+    match read {
+        Ok((_, End::Torn(why))) => eprintln!(
+            "mpspy: {}: the recording ends inside a block ({why}); everything before it was exported",
+            args.file.display()
+        ),
+        Ok(_) => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", args.file.display())),
     }
     if let Some(e) = outputs.error {
         return Err(e);

@@ -71,6 +71,19 @@ impl Outputs {
         Ok(())
     }
 
+    /// `--trace-out FILE` / `mpspy export`: the Chrome / Perfetto timeline (`-`: stdout).
+    pub(crate) fn trace(&mut self, target: &str, flag: &str) -> Result<()> {
+        let out: Box<dyn io::Write + Send> = if target == "-" {
+            Box::new(BufWriter::with_capacity(OUT_BUF, io::stdout()))
+        } else {
+            let f = File::create(target).with_context(|| format!("{flag} {target}"))?;
+            Box::new(BufWriter::with_capacity(OUT_BUF, f))
+        };
+        self.sinks
+            .push(Box::new(crate::sink::trace::ChromeTrace::new(out)));
+        Ok(())
+    }
+
     /// Any other sink.
     pub(crate) fn add(&mut self, sink: Box<dyn Sink + Send>) {
         self.sinks.push(sink);

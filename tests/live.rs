@@ -288,6 +288,7 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
     let rec = dir.path("session.pcapng");
     // (start_wrapped_peer sends mpspy's messages there.)
     let log = dir.path("mpspy.log");
+    let trace = dir.path("trace.json");
     let (child, sock) = start_wrapped_peer(
         &dir,
         &[
@@ -295,6 +296,8 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
             json.to_str().unwrap(),
             "--record",
             rec.to_str().unwrap(),
+            "--trace-out",
+            trace.to_str().unwrap(),
             "--quiet",
         ],
     );
@@ -356,6 +359,16 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
         replayed
             .iter()
             .any(|e| e["type"] == "call" && e["data"]["method"] == "waitTipChanged")
+    );
+
+    // The live timeline: the call the server never answered ends at the disconnect.
+    let timeline = crate::trace::trace_in(&trace);
+    crate::trace::assert_trace(&timeline, &ev);
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e["name"] == "Mining.waitTipChanged" && e["args"]["outcome"] == "unanswered"),
+        "the pending call's slice"
     );
 
     // In plain words: at the disconnect in the text output, and in the summary at the end.

@@ -454,6 +454,8 @@ fn mpexample_under_mpspy_relays_both_children_with_stdin_passed_through() {
             c.env("TMPDIR", cwd)
                 .args(["--quiet", "--json"])
                 .arg(cwd.join("events.jsonl"))
+                .arg("--trace-out")
+                .arg(cwd.join("trace.json"))
                 .arg("--")
                 .arg(&example);
             c
@@ -515,6 +517,27 @@ fn mpexample_under_mpspy_relays_both_children_with_stdin_passed_through() {
         .filter_map(|c| c["data"]["params"]["text"].as_str())
         .collect();
     assert!(printed.iter().any(|t| t.contains("1+1")), "{printed:?}");
+
+    // The timeline: a flow arrow from each call to the callback it caused (the calculator's
+    // print and destroy calls into mpexample's callback threads), and the programs by name.
+    let trace = crate::trace::trace_in(&b_dir.path().join("trace.json"));
+    let flows = crate::trace::assert_trace(&trace, &ev);
+    let callbacks = of_type(&ev, "call")
+        .iter()
+        .filter(|c| c["dir"] == "s2c")
+        .count();
+    assert!(callbacks >= 3, "print twice and destroy: {callbacks}");
+    assert_eq!(flows, callbacks, "a flow arrow per callback");
+    let names: Vec<&str> = trace
+        .iter()
+        .filter(|e| e["name"] == "process_name")
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("mpcalculator ("))
+            && names.iter().any(|n| n.starts_with("mpprinter (")),
+        "{names:?}"
+    );
 }
 
 /// `mpspy call` and `mpspy bench` against a real node over its socket, and `call

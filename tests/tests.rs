@@ -20,6 +20,7 @@ mod replay;
 mod spawn;
 mod stats;
 mod testpeer;
+mod trace;
 #[cfg(unix)]
 mod tui;
 #[cfg(windows)]

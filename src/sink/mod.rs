@@ -10,6 +10,7 @@ use mpspy_schema::Event;
 pub(crate) mod findings;
 pub(crate) mod json;
 pub(crate) mod text;
+pub(crate) mod trace;
 pub(crate) mod tui;
 
 /// A consumer of events.
