@@ -436,3 +436,39 @@ fn bad_flags_and_files_name_what_is_wrong() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// mpexample's calculator prints through a callback into mpexample while `solveEquation` runs
+/// (and destroys its printer while `destroy` runs): the engine names each callback's cause.
+#[test]
+fn callbacks_name_the_call_that_caused_them() {
+    let events = decode_json(
+        "captures/mpexample/mpcalculator.mpexample-to-child.bin",
+        "captures/mpexample/mpcalculator.child-to-mpexample.bin",
+        &[],
+    );
+    let by_seq: std::collections::HashMap<u64, &serde_json::Value> = of_type(&events, "call")
+        .into_iter()
+        .map(|c| (c["seq"].as_u64().unwrap(), c))
+        .collect();
+    let mut causes = Vec::new();
+    for c in of_type(&events, "call") {
+        match (c["dir"].as_str(), c["data"]["parent_seq"].as_u64()) {
+            (Some("s2c"), Some(p)) => {
+                let parent = by_seq[&p];
+                assert_eq!(parent["dir"], "c2s");
+                assert_eq!(parent["data"]["callback_thread"], c["data"]["thread"]);
+                causes.push(format!("{} <- {}", method_of(c), method_of(parent)));
+            }
+            (Some("s2c"), None) => panic!("a callback without its cause: {c}"),
+            (_, p) => assert_eq!(p, None, "a call that is no callback: {c}"),
+        }
+    }
+    assert_eq!(
+        causes,
+        [
+            "PrinterInterface.print <- CalculatorInterface.solveEquation",
+            "PrinterInterface.print <- CalculatorInterface.solveEquation",
+            "PrinterInterface.destroy <- CalculatorInterface.destroy",
+        ]
+    );
+}

@@ -479,6 +479,10 @@ pub struct CallEvent {
     /// The caller's thread from `Context.callbackThread`, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_thread: Option<String>,
+    /// For a callback: `seq` of the pending call (in the other direction) whose
+    /// `callbackThread` this call runs on, the call that caused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_seq: Option<u64>,
     /// Decoded params.
     pub params: Value,
     /// The cap table, as sent.

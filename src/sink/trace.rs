@@ -44,9 +44,6 @@ struct Open {
     t_ns: u64,
     args: Json,
     conn: ConnId,
-    /// The thread callbacks of this call run on (its `callbackThread`).
-    callback_thread: Option<String>,
-    dir: Direction,
 }
 
 /// The trace writer.
@@ -139,17 +136,11 @@ impl<W: Write> ChromeTrace<W> {
         let pid = self.pid(e.conn, dir == Direction::ClientToServer)?;
         let lane = c.thread.clone().unwrap_or_else(|| EVENT_LOOP.to_string());
         let tid = self.tid(pid, &lane)?;
-        // A callback: the pending call in the other direction whose callbackThread this runs
-        // on, innermost (latest) first.
-        let parent = c.thread.as_ref().and_then(|t| {
-            self.open
-                .iter()
-                .filter(|(_, o)| {
-                    o.conn == e.conn && o.dir != dir && o.callback_thread.as_ref() == Some(t)
-                })
-                .max_by_key(|(seq, _)| **seq)
-                .map(|(_, o)| (o.pid, o.tid))
-        });
+        // A callback (the engine names the call that caused it): an arrow from that call.
+        let parent = c
+            .parent_seq
+            .and_then(|p| self.open.get(&p))
+            .map(|o| (o.pid, o.tid));
         if let Some((ppid, ptid)) = parent {
             self.flow_id += 1;
             let id = self.flow_id;
@@ -174,8 +165,6 @@ impl<W: Write> ChromeTrace<W> {
                 args: json!({"conn": e.conn, "question": c.question, "target": c.target,
                     "bytes": c.bytes}),
                 conn: e.conn,
-                callback_thread: c.callback_thread.clone(),
-                dir,
             },
         );
         Ok(())
@@ -275,8 +264,6 @@ impl<W: Write> Sink for ChromeTrace<W> {
                         t_ns: e.t_ns,
                         args: json!({"conn": e.conn, "question": question, "bytes": bytes}),
                         conn: e.conn,
-                        callback_thread: None,
-                        dir: e.dir.unwrap_or(Direction::ClientToServer),
                     },
                 );
             }
@@ -377,7 +364,7 @@ mod tests {
         })
     }
 
-    fn call(q: u32, method: &str, thread: &str, callback: Option<&str>) -> EventKind {
+    fn call(q: u32, method: &str, thread: &str, parent: Option<u64>) -> EventKind {
         let (interface, method) = method.split_once('.').unwrap();
         EventKind::Call(CallEvent {
             question: q,
@@ -387,7 +374,8 @@ mod tests {
             method_id: 0,
             target: "X#1".into(),
             thread: Some(thread.into()),
-            callback_thread: callback.map(str::to_string),
+            callback_thread: None,
+            parent_seq: parent,
             params: Value::Void,
             cap_table: Vec::new(),
             bytes: 100,
@@ -450,10 +438,11 @@ mod tests {
 
     #[test]
     fn a_callback_nests_and_gets_a_flow_arrow_from_its_call() {
-        // solve (on the server's thread S, callbacks on the client's C) calls print back on C.
+        // solve (on the server's thread S) calls print back on the client's thread C: the
+        // engine names solve as its parent.
         let trace = run(&[
-            ev(1, 0, C2S, call(1, "Calc.solve", "S", Some("C"))),
-            ev(2, 20, S2C, call(1, "Printer.print", "C", Some("D"))),
+            ev(1, 0, C2S, call(1, "Calc.solve", "S", None)),
+            ev(2, 20, S2C, call(1, "Printer.print", "C", Some(1))),
             ev(3, 30, C2S, ret(1, 2)),
             ev(4, 50, S2C, ret(1, 1)),
         ]);

@@ -65,6 +65,7 @@ impl Builder {
                 target: target.into(),
                 thread: Some("b-capnp-loop".into()),
                 callback_thread: Some(thread.into()),
+                parent_seq: None,
                 params,
                 cap_table: Vec::new(),
                 bytes: 96,

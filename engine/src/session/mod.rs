@@ -107,6 +107,9 @@ struct Question {
     /// The server thread's identity (its capability's name, or the promise of the
     /// `makeThread` answer), for `thread-busy`: names given to `makeThread` need not be unique.
     thread_key: Option<String>,
+    /// The identity of its `Context.callbackThread` (as `thread_key`): a call coming back on
+    /// that thread while this one is pending is a callback it caused.
+    callback_key: Option<String>,
     /// How long it may be pending before it is stuck (`None`: it may wait forever).
     limit_ns: Option<u64>,
     /// Its `stuck` event was emitted: one per call.
@@ -668,6 +671,7 @@ impl Session {
                         answer_caps: Vec::new(),
                         target: None,
                         thread_key: None,
+                        callback_key: None,
                         limit_ns: Some(self.config.lints.stuck_after_ns),
                         stuck: false,
                     },
@@ -1047,8 +1051,19 @@ impl Session {
             &mut params,
         );
         // Proxy.Context: the thread lane of this call.
-        let (thread, callback_thread, thread_key) =
+        let (thread, callback_thread, thread_key, callback_key) =
             context_threads(c, dir, &call.params.cap_table, &walker.caps);
+        // A callback: a call in the other direction on the thread a pending call gave as its
+        // callbackThread (the innermost, when callbacks nest).
+        let parent_seq = thread_key.as_ref().and_then(|key| {
+            c.questions
+                .iter()
+                .filter(|((d, _), q)| {
+                    *d == dir.reverse() && !q.returned && q.callback_key.as_ref() == Some(key)
+                })
+                .map(|(_, q)| q.call_seq)
+                .max()
+        });
         if (interface.as_str(), method.as_str()) == MAKE_POOL && !c.pooled.contains(&dir) {
             c.pooled.push(dir);
         }
@@ -1135,6 +1150,7 @@ impl Session {
                 answer_caps: Vec::new(),
                 target: target_key,
                 thread_key: thread_key.clone(),
+                callback_key,
                 limit_ns,
                 stuck: false,
             },
@@ -1156,6 +1172,7 @@ impl Session {
                 target,
                 thread,
                 callback_thread,
+                parent_seq,
                 params,
                 cap_table: call.params.cap_table.clone(),
                 bytes,
@@ -1559,15 +1576,19 @@ fn bind_caps(
         .collect()
 }
 
-/// The thread names of a call's `Proxy.Context` (thread, callback thread), and the server
-/// thread's identity: its capability's name, or the promise of a `makeThread` answer not seen
-/// yet.
+/// The thread names of a call's `Proxy.Context` (thread, callback thread), and the identities
+/// of both (a capability's name, or the promise of a `makeThread` answer not seen yet).
 fn context_threads(
     c: &Conn,
     dir: Direction,
     table: &[CapDescriptor],
     uses: &[CapUse],
-) -> (Option<String>, Option<String>, Option<String>) {
+) -> (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+) {
     let name_of = |path: &str| -> Option<(String, String)> {
         let u = uses.iter().find(|u| u.path == path)?;
         let d = table.get(u.index as usize)?;
@@ -1599,8 +1620,8 @@ fn context_threads(
         ))
     };
     let (thread, key) = name_of("context.thread").unzip();
-    let callback = name_of("context.callbackThread").map(|(n, _)| n);
-    (thread, callback, key)
+    let (callback, callback_key) = name_of("context.callbackThread").unzip();
+    (thread, callback, key, callback_key)
 }
 
 /// A call of `dir` still running on the server thread `key`, unless the thread is waiting for
