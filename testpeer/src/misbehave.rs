@@ -572,8 +572,7 @@ impl Client {
 
     /// Reads one message and applies it.
     fn read_one(&mut self) -> Result<()> {
-        let msg = match capnp::serialize::try_read_message(&mut self.stream, ReaderOptions::new())
-        {
+        let msg = match capnp::serialize::try_read_message(&mut self.stream, ReaderOptions::new()) {
             Ok(Some(m)) => m,
             Ok(None) => {
                 self.ended = Some(Outcome::Closed);
