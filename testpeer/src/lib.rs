@@ -55,6 +55,11 @@
 //!   protocol digest says otherwise for empty tables);
 //! - unknown methods and interfaces are refused with the C++ runtime's texts
 //!   (`Method not implemented.; interfaceName = capnp/init.capnp:Init; …`);
+//! - what `misbehave` provokes is answered as the node answers it (`tests/lints.rs` and
+//!   `tests/real.rs` check the same answers against both): a second call on a busy Thread
+//!   queued, the `Init @2` stub, `unimplemented` for `Echo @9`, params with extra fields read,
+//!   and a call on a released import aborting the connection (`Abort{failed, "Message target
+//!   is not a current export ID."}`, capnp-rpc's text and the C++ runtime's);
 //! - the master methods the node has are all answered (`submitBlock`,
 //!   `getTransactionsBy*`, `submitSolution`, the `@7` stub after its
 //!   deserialization errors), with the node's answers for this made-up chain.
