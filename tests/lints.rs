@@ -204,3 +204,207 @@ fn check_reads_debug_ipc_logs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "only warnings and info");
 }
+
+/// The lints of `mpspy-testpeer misbehave`'s cases on real sessions: against the test peer here
+/// (every clone runs it), against the real node in `tests/real.rs`.
+#[cfg(unix)]
+pub(crate) mod misbehaving {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    use serde_json::Value;
+
+    use crate::common::*;
+    use crate::live::{TestDir, start_wrapped_peer, stop_ok};
+    use crate::testpeer::testpeer;
+
+    /// Each case of the misbehaving client with the lints its connection must give, sorted.
+    /// Most give exactly their own. `unknown-ordinal` also gives `unimplemented-method`: the
+    /// node (and the test peer) has no `Echo @9` either and answers it `unimplemented`, which
+    /// is that lint's mistake seen from the other side; both are right.
+    pub(crate) const EXPECTED: [(&str, &[&str]); 7] = [
+        ("thread-busy", &["thread-busy"]),
+        ("unimplemented-method", &["unimplemented-method"]),
+        (
+            "unknown-ordinal",
+            &["unimplemented-method", "unknown-ordinal"],
+        ),
+        ("released-without-destroy", &["released-without-destroy"]),
+        ("long-poll-at-disconnect", &["long-poll-at-disconnect"]),
+        ("call-after-release", &["call-after-release"]),
+        ("schema-mismatch", &["schema-mismatch"]),
+    ];
+
+    /// One run of the client: its case, pid and JSON lines.
+    pub(crate) struct Run {
+        pub(crate) case: &'static str,
+        pub(crate) pid: u32,
+        pub(crate) lines: Vec<Value>,
+    }
+
+    impl Run {
+        /// The answers to calls of `method` (`Interface.method`), in the order they came.
+        fn answers(&self, method: &str) -> Vec<&Value> {
+            self.lines.iter().filter(|l| l["call"] == method).collect()
+        }
+    }
+
+    /// Runs every case, one connection each, one after another, against `unix:sock`; each
+    /// must exit 0 (it ran as planned).
+    pub(crate) fn run_cases(sock: &Path) -> Vec<Run> {
+        let cases: Vec<&str> = EXPECTED.iter().map(|(c, _)| *c).collect();
+        assert_eq!(cases, mpspy_testpeer::misbehave::CASES, "a case per lint");
+        EXPECTED
+            .iter()
+            .map(|&(case, _)| {
+                let child = Command::new(testpeer())
+                    .arg("misbehave")
+                    .arg(format!("unix:{}", sock.display()))
+                    .arg(case)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let pid = child.id();
+                // The client gives up on its own after 30 s without an answer.
+                let out = child.wait_with_output().unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "misbehave {case}: {}\n{stdout}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let lines = stdout
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                    .collect();
+                Run { case, pid, lines }
+            })
+            .collect()
+    }
+
+    fn only<'a>(run: &'a Run, method: &str) -> &'a Value {
+        match run.answers(method).as_slice() {
+            [one] => one,
+            other => panic!("{}: one {method} expected: {other:#?}", run.case),
+        }
+    }
+
+    /// What the server answered in each case: the same from the real node and the test peer.
+    pub(crate) fn assert_answers(runs: &[Run]) {
+        for r in runs {
+            match r.case {
+                "thread-busy" => {
+                    // The second call on the busy Thread was queued, not refused: both return,
+                    // getTip (instant on its own) only after the 300 ms wait.
+                    let order: Vec<&str> = r
+                        .lines
+                        .iter()
+                        .filter(|l| l["outcome"] == "results")
+                        .filter_map(|l| l["call"].as_str())
+                        .filter(|c| c.starts_with("Mining."))
+                        .collect();
+                    assert_eq!(
+                        order,
+                        ["Mining.getTip", "Mining.waitTipChanged", "Mining.getTip"],
+                        "{:#?}",
+                        r.lines
+                    );
+                }
+                "unimplemented-method" => {
+                    let a = only(r, "Init.makeMiningOld2");
+                    assert_eq!(a["outcome"], "exception", "{a}");
+                    assert_eq!(a["type"], "failed", "{a}");
+                    assert_eq!(
+                        a["reason"],
+                        "std::exception: Old mining interface (@2) not supported. Please update \
+                         your client!"
+                    );
+                }
+                "unknown-ordinal" => {
+                    let a = only(r, "Echo.@9");
+                    assert_eq!(a["type"], "unimplemented", "{a}");
+                    let reason = a["reason"].as_str().unwrap();
+                    assert!(
+                        reason.starts_with(
+                            "Method not implemented.; interfaceName = capnp/echo.capnp:Echo;"
+                        ) && reason.ends_with("methodId = 9"),
+                        "{a}"
+                    );
+                }
+                "released-without-destroy" => {
+                    // The Release went unremarked: the session goes on.
+                    let a = only(r, "Thread.getName");
+                    assert!(
+                        a["results"]["result"]
+                            .as_str()
+                            .is_some_and(|n| n.ends_with(" (from misbehave)")),
+                        "{a}"
+                    );
+                }
+                "long-poll-at-disconnect" => {
+                    let a = only(r, "Mining.waitTipChanged");
+                    assert_eq!(a["outcome"], "pending", "{a}");
+                }
+                "call-after-release" => {
+                    // Not an exception for the call: the whole connection is aborted.
+                    let a = r.answers("Echo.echo")[1];
+                    assert_eq!(a["outcome"], "abort", "{a}");
+                    assert_eq!(a["type"], "failed", "{a}");
+                    assert_eq!(a["reason"], "Message target is not a current export ID.");
+                }
+                "schema-mismatch" => {
+                    // Cap'n Proto readers skip the two pointers they do not know.
+                    let a = only(r, "Echo.echo");
+                    assert_eq!(a["results"]["result"], "schema mismatch", "{a}");
+                }
+                other => panic!("no answers to check for {other}"),
+            }
+        }
+    }
+
+    /// Each case's connection (found by the client's pid) gave exactly its lints, and no other
+    /// connection gave any.
+    pub(crate) fn assert_lints_per_case(events: &[Value], runs: &[Run]) {
+        let mut by_conn: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+        for l in of_type(events, "lint") {
+            by_conn
+                .entry(l["conn"].as_u64().unwrap())
+                .or_default()
+                .push(l["data"]["id"].as_str().unwrap());
+        }
+        for (case, want) in EXPECTED {
+            let run = runs.iter().find(|r| r.case == case).unwrap();
+            let conns: Vec<u64> = of_type(events, "conn_opened")
+                .iter()
+                .filter(|c| c["data"]["client"]["pid"] == run.pid)
+                .map(|c| c["conn"].as_u64().unwrap())
+                .collect();
+            let [conn] = conns[..] else {
+                panic!("{case}: one connection from pid {}: {conns:?}", run.pid);
+            };
+            let mut got = by_conn.remove(&conn).unwrap_or_default();
+            got.sort_unstable();
+            assert_eq!(got, want, "{case}: the lints of its connection {conn}");
+        }
+        assert!(
+            by_conn.is_empty(),
+            "lints on other connections: {by_conn:?}"
+        );
+    }
+
+    #[test]
+    fn every_lint_fires_on_a_session_with_the_test_peer_made_to_provoke_it() {
+        let dir = TestDir::new("misbehave");
+        let json = dir.path("events.jsonl");
+        let (child, sock) = start_wrapped_peer(&dir, &["--json", json.to_str().unwrap()]);
+        let runs = run_cases(&sock);
+        stop_ok(child);
+        assert_answers(&runs);
+        let events = json_lines(&std::fs::read(&json).unwrap());
+        assert_lints_per_case(&events, &runs);
+    }
+}

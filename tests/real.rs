@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
+use crate::lints::misbehaving;
 use crate::live::{pycapnp, wait_interposed};
 use crate::peers::{
     KillOnDrop, Scratch, accepts, cli, peer, regtest_args, wait_for, wait_node_ready,
@@ -260,8 +261,6 @@ fn a_real_node_under_mpspy_serves_bitcoin_cli_and_pycapnp_at_its_default_path() 
     }
 }
 
-/// `bitcoin -m node …` under mpspy: the wrapper's target runs with mpspy on its socket, and
-/// with --quiet nothing of mpspy's reaches the node's stderr.
 /// A pycapnp client that misuses IPC on purpose against the real node: it polls
 /// waitTipChanged in a tight loop, calls without a thread, and leaves a block template it never
 /// destroyed. Each lint fires, the node answers the threadless call as the lint says, and
@@ -321,6 +320,36 @@ fn lints_fire_on_a_misbehaving_client_of_the_real_node_and_check_fails() {
     assert!(log.contains("mpspy check: FAILED"), "{log}");
 }
 
+/// The raw-frame misbehaving client (`mpspy-testpeer misbehave`) against the real node, one
+/// connection per case: each gives its lint (exactly, per connection; see
+/// `lints::misbehaving::EXPECTED`), and the node answers as the test peer does.
+#[test]
+fn every_lint_fires_on_a_session_with_the_real_node_made_to_provoke_it() {
+    let (Some(node), Some(cli_bin)) = (peer("bitcoin-node"), peer("bitcoin-cli")) else {
+        return;
+    };
+    let dir = Scratch::new("misbehave");
+    let datadir = dir.path().join("d");
+    std::fs::create_dir(&datadir).unwrap();
+    let sock = datadir.join("regtest/node.sock");
+    let run = mpspy_run(dir.path(), &["--quiet"], &node, &regtest_args(&datadir));
+    wait_interposed(&dir.path().join("mpspy.log"));
+    wait_node_ready(&datadir);
+    let runs = misbehaving::run_cases(&sock);
+    let out = cli(&cli_bin, &datadir, &["stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = wait_output(run, "mpspy with the node");
+    assert_eq!(out.status.code(), Some(0), "the node's exit status");
+
+    misbehaving::assert_answers(&runs);
+    let ev = events_in(&dir.path().join("events.jsonl"));
+    misbehaving::assert_lints_per_case(&ev, &runs);
+    // bitcoin-cli's stop is the one connection besides the cases.
+    assert_eq!(assert_all_closed(&ev), runs.len() + 1);
+}
+
+/// `bitcoin -m node …` under mpspy: the wrapper's target runs with mpspy on its socket, and
+/// with --quiet nothing of mpspy's reaches the node's stderr.
 #[test]
 fn the_bitcoin_wrapper_runs_the_real_node_under_mpspy() {
     let (Some(wrapper), Some(cli_bin)) = (peer("bitcoin"), peer("bitcoin-cli")) else {

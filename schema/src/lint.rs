@@ -102,7 +102,8 @@ impl LintId {
     #[must_use]
     pub fn severity(self) -> Severity {
         match self {
-            // The peer answers with an exception (or, before libmultiprocess v8, crashed).
+            // The peer fails the call (null thread) or aborts the whole connection (a released
+            // import); before libmultiprocess v8 a null thread crashed it.
             LintId::NullThread | LintId::CallAfterRelease => Severity::Error,
             // Queued since libmultiprocess v8, but `thread busy` in v7 and a crash in v30.0.
             LintId::ThreadBusy

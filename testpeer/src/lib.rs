@@ -3,7 +3,7 @@
 //!
 //! It speaks Cap'n Proto two-party RPC with the master schemas and follows the
 //! libmultiprocess conventions (construct/ThreadMap/makeThread, Context on
-//! every worker call, destroy), in four roles:
+//! every worker call, destroy), in five roles:
 //!
 //! ```text
 //! mpspy-testpeer -ipcbind=unix[:PATH]… [-datadir=DIR] [-regtest|-chain=NAME|…]   listen (server)
@@ -13,6 +13,7 @@
 //! mpspy-testpeer -spawn NAME [--echo TEXT]…                                      spawn NAME -ipcfd N, be its client
 //! mpspy-testpeer -spawn-bare NAME [--echo TEXT]…                                 spawn NAME N (like mpexample), be its client
 //! mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
+//! mpspy-testpeer misbehave unix:PATH CASE                                        a client that misuses IPC on purpose (unix)
 //! bitcoin-cli [-datadir=DIR] [chain] [-ipcconnect=…] METHOD                       (run under that name) an RPC over IPC
 //! sv2-tp [-datadir=DIR] [-conf=…] [chain] -ipcconnect=unix[:PATH]                 (run under that name) a Mining session
 //! ```
@@ -54,6 +55,11 @@
 //!   protocol digest says otherwise for empty tables);
 //! - unknown methods and interfaces are refused with the C++ runtime's texts
 //!   (`Method not implemented.; interfaceName = capnp/init.capnp:Init; …`);
+//! - what `misbehave` provokes is answered as the node answers it (`tests/lints.rs` and
+//!   `tests/real.rs` check the same answers against both): a second call on a busy Thread
+//!   queued, the `Init @2` stub, `unimplemented` for `Echo @9`, params with extra fields read,
+//!   and a call on a released import aborting the connection (`Abort{failed, "Message target
+//!   is not a current export ID."}`, capnp-rpc's text and the C++ runtime's);
 //! - the master methods the node has are all answered (`submitBlock`,
 //!   `getTransactionsBy*`, `submitSolution`, the `@7` stub after its
 //!   deserialization errors), with the node's answers for this made-up chain.
@@ -93,6 +99,8 @@ mod blocks;
 mod client;
 #[cfg(unix)]
 mod listen;
+#[cfg(unix)]
+pub mod misbehave;
 mod server;
 mod spawn;
 #[cfg(test)]
@@ -124,7 +132,11 @@ usage:
       the same, spawning <dir of argv0>/NAME N (like mpexample)
   mpspy-testpeer client unix:PATH [--echo TEXT]… [--count N] [--mining] [--rpc METHOD] [--thread-name]
       connect like a libmultiprocess C++ client (echo \"hello from parent\" when given nothing
-      to do; --rpc METHOD alone is bitcoin-cli's session)";
+      to do; --rpc METHOD alone is bitcoin-cli's session)
+  mpspy-testpeer misbehave unix:PATH CASE
+      a client that misuses IPC on purpose, one JSON line per answer; CASE is one of thread-busy,
+      unimplemented-method, unknown-ordinal, released-without-destroy, long-poll-at-disconnect,
+      call-after-release, schema-mismatch (unix only)";
 
 /// Runs the peer with a full argv (`args[0]` is the program name): the `mpspy-testpeer`
 /// binary.
@@ -189,6 +201,7 @@ fn run(args: &[OsString]) -> Result<ExitCode> {
             let opts = client::Options::parse(&rest[1..])?;
             block_on(client::run_client(opts))
         }
+        Some("misbehave") => misbehave(&rest[1..]),
         Some("-spawn" | "--spawn") => spawn_parent(&rest[1..], FdArg::Ipcfd),
         Some("-spawn-bare" | "--spawn-bare") => spawn_parent(&rest[1..], FdArg::Bare),
         Some(_) => listen_node(&rest),
@@ -226,6 +239,16 @@ fn spawn_parent(args: &[String], shape: FdArg) -> Result<ExitCode> {
     };
     let opts = client::SessionOptions::parse(rest)?;
     block_on(spawn::run_parent(name.clone(), opts, shape))
+}
+
+#[cfg(unix)]
+fn misbehave(args: &[String]) -> Result<ExitCode> {
+    misbehave::run(args)
+}
+
+#[cfg(not(unix))]
+fn misbehave(_args: &[String]) -> Result<ExitCode> {
+    bail!("misbehave is only supported on unix")
 }
 
 #[cfg(unix)]

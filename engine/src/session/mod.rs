@@ -892,11 +892,19 @@ impl Session {
             .map(|s| s.name.clone())
             .collect();
         let what = if results { "results" } else { "params" };
+        let interface_known = c
+            .candidates
+            .first()
+            .is_some_and(|s| s.interface(interface).is_some());
+        // A missing interface or method is the reason whatever the shape: there is no size to
+        // expect.
         let reason = match shape {
+            _ if !interface_known => format!("{chosen} has no interface {interface:#018x}"),
+            _ if ordinal_missing => format!("{chosen} has no method @{method} on this interface"),
             Shape::Struct(d, p) => {
                 format!("{what} of @{method} arrived as {d}w/{p}p, which {chosen} does not expect")
             }
-            _ => format!("{chosen} has no method @{method} on this interface"),
+            _ => format!("{what} of @{method} arrived as a pointer that is not a struct"),
         };
         let reason = if likely.is_empty() {
             format!("{reason}; no built-in set fits (pass --schema FILE.capnp)")
@@ -1004,9 +1012,12 @@ impl Session {
                         if let Some(name) = c.released.get(&(host, *id)) {
                             let mut l = Lint::new(
                                 LintId::CallAfterRelease,
+                                // Seen on master bitcoin-node (and capnp-rust): the
+                                // whole connection is aborted, not just this call failed.
                                 format!(
                                     "{qualified_name} called on import {id}, released as \
-                                     {name}: the peer answers with an exception"
+                                     {name}: the peer no longer exports it and aborts the \
+                                     connection ('Message target is not a current export ID.')"
                                 ),
                             );
                             l.cap = Some(name.clone());

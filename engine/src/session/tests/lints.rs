@@ -261,6 +261,16 @@ fn unknown_ordinal_fires_once_and_is_not_also_a_schema_mismatch_lint() {
     );
     assert_eq!(ids(&ev), [LintId::UnknownOrdinal]);
     assert_eq!(lints(&ev)[0].method.as_deref(), Some("Init.@99"));
+    // The mismatch event names the missing method, not a struct size (seen against the real
+    // node with Echo @9: "params of @9 arrived as 0w/1p, which master does not expect").
+    let reason = only(&ev, |k| match k {
+        EventKind::SchemaMismatch { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(
+        reason.starts_with("master has no method @99 on this interface"),
+        "{reason}"
+    );
     let ev = r.feed(
         C2S,
         &call_raw(4, To::Import(0), (iid, 99), params, json!({}), &[]),
@@ -447,6 +457,13 @@ fn call_after_release_fires_for_a_released_or_destroyed_capability() {
         (l.id, l.cap.as_deref(), l.severity),
         (LintId::CallAfterRelease, Some("Mining#3"), Severity::Error)
     );
+    // What the real node does (the test peer too): the connection goes, not just the call.
+    assert!(
+        l.message
+            .contains("aborts the connection ('Message target is not a current export ID.')"),
+        "{}",
+        l.message
+    );
     r.feed(S2C, &exception(4, "Called null capability"));
     // A reused id is a new object: calls on it are fine.
     make_mining(&mut r, 5, 6);
@@ -497,6 +514,26 @@ fn schema_mismatch_fires_with_the_mismatch_event() {
     assert!(
         ev.iter()
             .any(|e| matches!(e.kind, EventKind::SchemaMismatch { .. }))
+    );
+}
+
+#[test]
+fn a_call_on_an_interface_no_set_knows_is_a_schema_mismatch_that_says_so() {
+    let mut r = Run::new();
+    r.handshake();
+    let (_, _, params, _) = method("Init", "construct");
+    let ev = r.feed(
+        C2S,
+        &call_raw(3, To::Import(0), (0x1234, 0), params, json!({}), &[]),
+    );
+    assert_eq!(ids(&ev), [LintId::SchemaMismatch]);
+    let reason = only(&ev, |k| match k {
+        EventKind::SchemaMismatch { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert!(
+        reason.starts_with("master has no interface 0x0000000000001234"),
+        "{reason}"
     );
 }
 
