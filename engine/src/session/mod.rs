@@ -1377,10 +1377,16 @@ impl Session {
         );
         if unimplemented_lint {
             let name = qualified(&interface, &method);
+            // A method the schema does not have is already named by its ordinal.
+            let ordinal = if method.starts_with('@') {
+                String::new()
+            } else {
+                format!(" (@{method_id})")
+            };
             let mut l = Lint::new(
                 LintId::UnimplementedMethod,
                 format!(
-                    "{name} (@{method_id}) is not implemented by the peer: {}",
+                    "{name}{ordinal} is not implemented by the peer: {}",
                     reason.unwrap_or_default()
                 ),
             );
