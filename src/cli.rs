@@ -38,6 +38,10 @@ pub(crate) struct RunArgs {
     /// in ui.perfetto.dev; docs/trace.md).
     #[arg(long, value_name = "FILE")]
     pub(crate) trace_out: Option<PathBuf>,
+    /// Send every call as a span to an OpenTelemetry collector over OTLP/HTTP (plain http,
+    /// e.g. http://localhost:4318 for Jaeger or Grafana Tempo; docs/otlp.md).
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp: Option<String>,
     /// Write nothing into the program's stdout and stderr (which mpspy shares with it): no event
     /// lines, no notices, no summary. Notices still reach --json, --record, the UI and --log.
     #[arg(long, short = 'q')]
@@ -235,6 +239,10 @@ pub(crate) struct ReplayArgs {
     /// Also write the timeline as Chrome / Perfetto Trace Event JSON to FILE (docs/trace.md).
     #[arg(long, value_name = "FILE")]
     pub(crate) trace_out: Option<PathBuf>,
+    /// Also send every call as a span to an OpenTelemetry collector (OTLP/HTTP, plain http;
+    /// docs/otlp.md), with the recording's timestamps.
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp: Option<String>,
     /// Text lines instead of the terminal UI (the UI is used only on a terminal).
     #[arg(long)]
     pub(crate) no_tui: bool,

@@ -65,6 +65,7 @@ pub(crate) fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         no_tui: args.no_tui,
         record: args.record.clone(),
         trace_out: None,
+        otlp: None,
         quiet: false,
         log: None,
         no_bind: true,

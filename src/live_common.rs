@@ -71,6 +71,9 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
     if let Some(path) = &args.trace_out {
         outputs.trace(&path.to_string_lossy(), "--trace-out")?;
     }
+    if let Some(url) = &args.otlp {
+        outputs.otlp(url)?;
+    }
     if args.check {
         let findings = crate::sink::findings::Findings::default();
         outputs.add(Box::new(crate::sink::findings::FindingsSink(
@@ -323,6 +326,9 @@ pub(crate) fn print_summary(messages: &Messages, how: &str, outputs: &Outputs) {
             text.push_str(&format!("\n  … and {} more", outputs.left.len() - SHOWN));
         }
         messages.say(&text);
+    }
+    if let Some(otlp) = &outputs.otlp {
+        messages.say(&format!("mpspy: {}", otlp.summary()));
     }
     let recorded = outputs.recorded.as_ref();
     let complete = recorded.is_some_and(|r| r.dropped == 0 && r.error.is_none());

@@ -119,6 +119,9 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     if let Some(path) = &args.trace_out {
         outputs.trace(&path.to_string_lossy(), "--trace-out")?;
     }
+    if let Some(url) = &args.otlp {
+        outputs.otlp(url)?;
+    }
     let source = format!("replay {}", args.file.display());
     let file = args.file.clone();
     // The outputs, and why the recording ended early if it did.
@@ -174,6 +177,9 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     let (outputs, torn) = decode_all(outputs);
     if let Some(t) = torn {
         eprintln!("mpspy: {t}");
+    }
+    if let Some(otlp) = &outputs.otlp {
+        eprintln!("mpspy: {}", otlp.summary());
     }
     if let Some(e) = outputs.error {
         return Err(e);

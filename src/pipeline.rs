@@ -40,6 +40,8 @@ pub(crate) struct Outputs {
     /// What closed connections left behind (unanswered calls, objects never destroyed), in
     /// plain words, for the end-of-run summary: `#conn label: sentence`.
     pub(crate) left: Vec<String>,
+    /// With `--otlp`: where the spans went.
+    pub(crate) otlp: Option<Arc<crate::sink::otlp::OtlpStats>>,
     /// Labels of the open connections, for [`Outputs::left`].
     labels: std::collections::HashMap<mpspy_schema::event::ConnId, String>,
 }
@@ -55,6 +57,7 @@ impl Outputs {
             error: None,
             findings: None,
             left: Vec::new(),
+            otlp: None,
             labels: Default::default(),
         }
     }
@@ -81,6 +84,15 @@ impl Outputs {
         };
         self.sinks
             .push(Box::new(crate::sink::trace::ChromeTrace::new(out)));
+        Ok(())
+    }
+
+    /// `--otlp URL`: every call as a span to an OpenTelemetry collector.
+    pub(crate) fn otlp(&mut self, url: &str) -> Result<()> {
+        let (sink, stats) =
+            crate::sink::otlp::OtlpSink::start(url).map_err(|e| anyhow::anyhow!("--otlp: {e}"))?;
+        self.sinks.push(Box::new(sink));
+        self.otlp = Some(stats);
         Ok(())
     }
 

@@ -477,6 +477,7 @@ fn mpexample_under_mpspy_relays_both_children_with_stdin_passed_through() {
         return;
     };
     let input = b"1+1\nhello world\nexit\n";
+    let collector = crate::otlp::Receiver::start();
     let run_in = |cwd: &Path, under: bool| -> Output {
         let mut cmd = if under {
             let mut c = mpspy();
@@ -485,6 +486,7 @@ fn mpexample_under_mpspy_relays_both_children_with_stdin_passed_through() {
                 .arg(cwd.join("events.jsonl"))
                 .arg("--trace-out")
                 .arg(cwd.join("trace.json"))
+                .args(["--otlp", &collector.url])
                 .arg("--")
                 .arg(&example);
             c
@@ -557,6 +559,12 @@ fn mpexample_under_mpspy_relays_both_children_with_stdin_passed_through() {
         .count();
     assert!(callbacks >= 3, "print twice and destroy: {callbacks}");
     assert_eq!(flows, callbacks, "a flow arrow per callback");
+    // The spans: a child span per callback, the programs as services.
+    let spans = collector.spans();
+    assert_eq!(crate::otlp::assert_spans(&spans, &ev), callbacks);
+    for service in ["mpexample", "mpcalculator", "mpprinter"] {
+        assert!(spans.iter().any(|s| s.service == service), "{service}");
+    }
     let names: Vec<&str> = trace
         .iter()
         .filter(|e| e["name"] == "process_name")

@@ -11,6 +11,7 @@ mod decode;
 mod lints;
 #[cfg(unix)]
 mod live;
+mod otlp;
 #[allow(dead_code)]
 mod peers;
 #[cfg(unix)]
