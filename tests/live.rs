@@ -55,7 +55,7 @@ pub(crate) fn wait_interposed(log: &Path) {
 }
 
 /// Starts `mpspy ARGS -- testpeer -ipcbind=unix:SOCK` with its private files under the test dir.
-fn start_wrapped_peer(dir: &TestDir, mpspy_args: &[&str]) -> (Child, PathBuf) {
+pub(crate) fn start_wrapped_peer(dir: &TestDir, mpspy_args: &[&str]) -> (Child, PathBuf) {
     let sock = dir.path("node.sock");
     let log = dir.path("mpspy.log");
     let child = mpspy()
@@ -92,7 +92,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// SIGTERMs a wrapped program's mpspy, expects exit 0 (the program's status), returns stderr.
-fn stop_ok(child: Child) -> String {
+pub(crate) fn stop_ok(child: Child) -> String {
     signal(child.id(), "-TERM");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -100,7 +100,7 @@ fn stop_ok(child: Child) -> String {
     stderr
 }
 
-fn events_in(path: &Path) -> Vec<Value> {
+pub(crate) fn events_in(path: &Path) -> Vec<Value> {
     json_lines(&std::fs::read(path).unwrap())
 }
 
