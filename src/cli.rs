@@ -71,6 +71,10 @@ pub(crate) struct RunArgs {
     /// warnings).
     #[arg(long, default_value = "warning", value_name = "SEVERITY", value_parser = severity, requires = "check")]
     pub(crate) fail_on: mpspy_schema::lint::Severity,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the session runs (docs/metrics.md).
+    /// ADDR: PORT or :PORT (127.0.0.1), or HOST:PORT for any other address; port 0 picks one.
+    #[arg(long, value_name = "ADDR", value_parser = crate::sink::metrics::parse_addr)]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub(crate) schema: SchemaArgs,
     /// The program to run and its arguments (after `--`).
@@ -265,6 +269,10 @@ pub(crate) struct ReplayArgs {
     /// 5 s).
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS", value_parser = seconds)]
     pub(crate) stuck_after: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics while replaying, then the final values
+    /// until interrupted (Ctrl-C, SIGTERM). ADDR as for `mpspy --metrics`.
+    #[arg(long, value_name = "ADDR", value_parser = crate::sink::metrics::parse_addr)]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 /// Schema selection, shared by every command that decodes.

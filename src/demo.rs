@@ -72,6 +72,7 @@ pub(crate) fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         no_spawn_shim: false,
         check: false,
         fail_on: mpspy_schema::lint::Severity::Warning,
+        metrics: None,
         schema: cli::SchemaArgs::default(),
         program: vec![
             peer.display().to_string(),

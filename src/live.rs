@@ -473,6 +473,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     let clock = Clock::start();
     let (tap, rx, recording) = live_common::capture(args, &config, clock)?;
     let mut outputs = live_common::outputs(args, recording.as_ref())?;
+    let metrics = live_common::metrics(args, &mut outputs, &messages)?;
     let ui = use_tui(args).then(|| UiSender::new(false));
     live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
 
@@ -633,6 +634,8 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     drop(cleanup);
 
     live_common::print_summary(&messages, &how, &outputs);
+    // The endpoint stops with the session.
+    drop(metrics);
     if live_common::check_fails(args, &messages, &outputs) && status.success() {
         return Ok(ExitCode::from(1));
     }

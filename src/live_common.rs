@@ -84,6 +84,27 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
     Ok(outputs)
 }
 
+/// `--metrics ADDR`: the metrics sink among the outputs, and its endpoint, which answers until
+/// the returned server is dropped (the end of the run). Says where it is in mpspy's messages.
+pub(crate) fn metrics(
+    args: &RunArgs,
+    outputs: &mut Outputs,
+    messages: &Messages,
+) -> Result<Option<crate::sink::metrics::MetricsServer>> {
+    use crate::sink::metrics::{MetricsServer, MetricsSink};
+    let Some(addr) = args.metrics else {
+        return Ok(None);
+    };
+    let (sink, registry) = MetricsSink::new();
+    let server = MetricsServer::start(addr, registry)?;
+    outputs.add(Box::new(sink));
+    messages.say(&format!(
+        "mpspy: serving metrics on {} while the session runs",
+        server.url()
+    ));
+    Ok(Some(server))
+}
+
 /// How often a live decoder with nothing to decode looks for stuck calls (limits are seconds).
 const STUCK_TICK: Duration = Duration::from_millis(500);
 

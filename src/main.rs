@@ -122,6 +122,20 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     if let Some(url) = &args.otlp {
         outputs.otlp(url)?;
     }
+    let use_tui = !args.json && !args.no_tui && sink::tui::on_terminal();
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let (sink, registry) = sink::metrics::MetricsSink::new();
+            let server = sink::metrics::MetricsServer::start(addr, registry)?;
+            outputs.add(Box::new(sink));
+            // The UI owns the screen; it is said when the UI is done.
+            if !use_tui {
+                eprintln!("mpspy: serving the replay's metrics on {}", server.url());
+            }
+            Some(server)
+        }
+        None => None,
+    };
     let source = format!("replay {}", args.file.display());
     let file = args.file.clone();
     // The outputs, and why the recording ended early if it did.
@@ -140,7 +154,6 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         };
         (outputs, torn)
     };
-    let use_tui = !args.json && !args.no_tui && sink::tui::on_terminal();
     if use_tui {
         use mpspy_tui::{App, Feed, Options, Timebase};
         // A replay has no relay to protect: the decoder waits for the UI instead of dropping.
@@ -164,8 +177,14 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
             .join()
             .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?;
         shown.context("terminal UI")?;
+        if let Some(otlp) = &outputs.otlp {
+            eprintln!("mpspy: {}", otlp.summary());
+        }
         if let Some(e) = outputs.error {
             return Err(e);
+        }
+        if let Some(server) = metrics {
+            serve_until_interrupted(server);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -183,6 +202,9 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     }
     if let Some(e) = outputs.error {
         return Err(e);
+    }
+    if let Some(server) = metrics {
+        serve_until_interrupted(server);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -232,6 +254,32 @@ fn export(args: &cli::ExportArgs) -> Result<ExitCode> {
         return Err(e);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The end of `mpspy replay --metrics`: the replay is done, and its final values stay up for
+/// scraping until the user interrupts (Ctrl-C or SIGTERM, which end the run normally: exit 0).
+fn serve_until_interrupted(server: sink::metrics::MetricsServer) {
+    // Taken over before saying so: a scraper that reads the line and then stops mpspy must
+    // find the handler in place.
+    #[cfg(unix)]
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]);
+    eprintln!(
+        "mpspy: replay done; serving its final metrics on {} until Ctrl-C",
+        server.url()
+    );
+    #[cfg(unix)]
+    if let Ok(mut signals) = signals {
+        signals.forever().next();
+        drop(server);
+        return;
+    }
+    // Without a handler (Windows: Ctrl-C ends the process), wait to be ended.
+    loop {
+        std::thread::park();
+    }
 }
 
 /// `mpspy check FILE…`: every recording through the engine, its lints and stuck calls as a

@@ -100,7 +100,7 @@ pub(crate) fn stop_ok(child: Child) -> String {
     stderr
 }
 
-fn events_in(path: &Path) -> Vec<Value> {
+pub(crate) fn events_in(path: &Path) -> Vec<Value> {
     json_lines(&std::fs::read(path).unwrap())
 }
 

@@ -11,6 +11,9 @@ mod decode;
 mod lints;
 #[cfg(unix)]
 mod live;
+// Scrapes end with SIGTERM, and the live half wraps a unix socket.
+#[cfg(unix)]
+mod metrics;
 mod otlp;
 #[allow(dead_code)]
 mod peers;

@@ -9,6 +9,7 @@ use mpspy_schema::Event;
 
 pub(crate) mod findings;
 pub(crate) mod json;
+pub(crate) mod metrics;
 pub(crate) mod otlp;
 pub(crate) mod text;
 pub(crate) mod trace;
