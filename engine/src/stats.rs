@@ -36,16 +36,21 @@ pub fn long_poll_sections<V>(methods: &BTreeMap<String, V>) -> Vec<(bool, Vec<(&
 /// Statistics of one method.
 #[derive(Debug, Clone)]
 pub struct MethodStats {
+    /// Calls seen (call messages, and bootstrap requests for `bootstrap`).
+    pub calls: u64,
     /// Returns seen (any outcome).
     pub count: u64,
     /// Returns with an exception.
     pub errors: u64,
-    /// Calls canceled (Finish before Return, or a `canceled` return).
+    /// Calls canceled: a Finish before the Return, or a `canceled` return whose Finish was not
+    /// seen (once per call).
     pub cancels: u64,
     /// Calls without a return when their connection closed.
     pub unanswered: u64,
     /// Latencies in nanoseconds (of returns that carried one).
     pub latency: Histogram<u64>,
+    /// The exact sum of those latencies, in nanoseconds (the histogram keeps 3 digits).
+    pub latency_sum_ns: u64,
 }
 
 /// Longest latency recorded: an hour, beyond any IPC round trip or long poll.
@@ -62,16 +67,24 @@ impl Default for MethodStats {
         let mut latency = Histogram::new_with_bounds(1, 2, 3).expect("valid bounds");
         latency.auto(true);
         MethodStats {
+            calls: 0,
             count: 0,
             errors: 0,
             cancels: 0,
             unanswered: 0,
             latency,
+            latency_sum_ns: 0,
         }
     }
 }
 
 impl MethodStats {
+    /// Calls waiting for their return now: seen, not answered, not unanswered at a disconnect
+    /// (returns of calls not seen, as after dropped events, are not taken off).
+    pub fn pending(&self) -> u64 {
+        self.calls.saturating_sub(self.count + self.unanswered)
+    }
+
     /// The latency at quantile `q` (0..=1) in nanoseconds, if any return carried one.
     pub fn quantile_ns(&self, q: f64) -> Option<u64> {
         (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q))
@@ -85,6 +98,9 @@ pub struct Stats {
     pub methods: BTreeMap<String, MethodStats>,
     /// A buffer for building `Interface.method` keys.
     scratch: String,
+    /// Calls (by their call event's `seq`) counted canceled at their Finish whose Return has
+    /// not come: its `canceled` outcome is the same cancel, not another.
+    canceled: std::collections::HashSet<u64>,
 }
 
 impl Stats {
@@ -92,7 +108,9 @@ impl Stats {
     pub fn counts(kind: &EventKind) -> bool {
         matches!(
             kind,
-            EventKind::Return(_)
+            EventKind::Call(_)
+                | EventKind::Bootstrap { .. }
+                | EventKind::Return(_)
                 | EventKind::Finish { cancel: true, .. }
                 | EventKind::ConnClosed { .. }
         )
@@ -103,44 +121,60 @@ impl Stats {
         self.fold_kind(&e.kind);
     }
 
+    /// The row of `interface.method` (`method` alone when `interface` is empty), looked up
+    /// without allocating its name (only its first event inserts it).
+    fn row(&mut self, interface: &str, method: &str) -> &mut MethodStats {
+        let mut key = std::mem::take(&mut self.scratch);
+        key.clear();
+        if !interface.is_empty() {
+            key.push_str(interface);
+            key.push('.');
+        }
+        key.push_str(method);
+        if !self.methods.contains_key(key.as_str()) {
+            self.methods.insert(key.clone(), MethodStats::default());
+        }
+        self.scratch = key;
+        self.methods
+            .get_mut(self.scratch.as_str())
+            .expect("just inserted")
+    }
+
     /// Folds one event in, by its kind.
     pub fn fold_kind(&mut self, kind: &EventKind) {
         match kind {
+            EventKind::Call(c) => self.row(&c.interface, &c.method).calls += 1,
+            EventKind::Bootstrap { .. } => self.row("", "bootstrap").calls += 1,
             EventKind::Return(r) => {
-                // Every return is folded: look the method up without allocating its name
-                // (only its first return inserts it).
-                let mut key = std::mem::take(&mut self.scratch);
-                key.clear();
-                if !r.interface.is_empty() {
-                    key.push_str(&r.interface);
-                    key.push('.');
-                }
-                key.push_str(&r.method);
-                if !self.methods.contains_key(key.as_str()) {
-                    self.methods.insert(key.clone(), MethodStats::default());
-                }
-                let m = self.methods.get_mut(key.as_str()).expect("just inserted");
-                self.scratch = key;
+                let once = r.call_seq.is_some_and(|seq| self.canceled.remove(&seq));
+                let m = self.row(&r.interface, &r.method);
                 m.count += 1;
                 match r.outcome.as_str() {
                     "exception" => m.errors += 1,
-                    "canceled" => m.cancels += 1,
+                    // Counted at its Finish already when that was seen.
+                    "canceled" if !once => m.cancels += 1,
                     _ => {}
                 }
                 if let Some(l) = r.latency_ns.filter(|l| *l <= MAX_LATENCY_NS) {
                     // Cannot fail: the histogram grows to fit.
                     let _ = m.latency.record(l.max(1));
+                    m.latency_sum_ns = m.latency_sum_ns.saturating_add(l);
                 }
             }
             EventKind::Finish {
                 cancel: true,
                 method: Some(method),
+                call_seq,
                 ..
             } => {
                 self.methods.entry(method.clone()).or_default().cancels += 1;
+                if let Some(seq) = call_seq {
+                    self.canceled.insert(*seq);
+                }
             }
             EventKind::ConnClosed { pending_calls, .. } => {
                 for p in pending_calls {
+                    self.canceled.remove(&p.call_seq);
                     self.methods.entry(p.method.clone()).or_default().unanswered += 1;
                 }
             }
@@ -255,6 +289,33 @@ mod tests {
             cap_table: Vec::new(),
             bytes: 0,
         })
+    }
+
+    #[test]
+    fn calls_pending_and_the_exact_latency_sum() {
+        let mut s = Stats::default();
+        let call = EventKind::Call(mpspy_schema::event::CallEvent {
+            question: 0,
+            interface: "Echo".into(),
+            method: "echo".into(),
+            interface_id: 1,
+            method_id: 1,
+            target: "Echo#1".into(),
+            thread: None,
+            callback_thread: None,
+            parent_seq: None,
+            params: mpspy_schema::Value::Void,
+            cap_table: Vec::new(),
+            bytes: 0,
+        });
+        for _ in 0..3 {
+            s.fold_kind(&call);
+        }
+        s.fold_kind(&ret("echo", Some(1_234_567)));
+        s.fold_kind(&ret("echo", Some(7)));
+        let m = &s.methods["Echo.echo"];
+        assert_eq!((m.calls, m.count, m.pending()), (3, 2, 1));
+        assert_eq!(m.latency_sum_ns, 1_234_574);
     }
 
     #[test]
