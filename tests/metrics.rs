@@ -451,14 +451,18 @@ fn replay_serves_the_recordings_metrics_until_interrupted() {
         return;
     }
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo.pcapng");
-    let mut child = mpspy()
-        .arg("replay")
-        .arg(&demo)
-        .args(["--json", "--metrics", ":0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Killed if the test fails: it would serve until interrupted.
+    let mut guard = crate::peers::KillOnDrop(Some(
+        mpspy()
+            .arg("replay")
+            .arg(&demo)
+            .args(["--json", "--metrics", ":0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let child = guard.child();
     // Read while it serves: the JSON is more than a pipe holds.
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
