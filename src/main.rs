@@ -209,19 +209,30 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `mpspy export FILE --format F -o OUT`: the recording through the engine into one sink.
-fn export(args: &cli::ExportArgs) -> Result<ExitCode> {
-    use mpspy_capture::record::{self, End};
-    let header = record::read_header(&args.file).with_context(|| {
+/// A recording's header, and the schemas to decode it with: `--schemas` when given, else the
+/// selection it was recorded with. `command` names who could not read it.
+fn open_recording(
+    file: &std::path::Path,
+    command: &str,
+    schemas: Option<&sets::Choice>,
+) -> Result<(mpspy_capture::record::Header, sets::Choice)> {
+    let header = mpspy_capture::record::read_header(file).with_context(|| {
         format!(
-            "{}: not a recording mpspy can read (export takes pcapng files from --record)",
-            args.file.display()
+            "{}: not a recording mpspy can read ({command} takes pcapng files from --record)",
+            file.display()
         )
     })?;
-    let choice = match &args.schemas {
+    let choice = match schemas {
         Some(c) => c.clone(),
         None => header.schemas.parse().unwrap_or(sets::Choice::Auto),
     };
+    Ok((header, choice))
+}
+
+/// `mpspy export FILE --format F -o OUT`: the recording through the engine into one sink.
+fn export(args: &cli::ExportArgs) -> Result<ExitCode> {
+    use mpspy_capture::record::{self, End};
+    let (header, choice) = open_recording(&args.file, "export", args.schemas.as_ref())?;
     let config = schema_config(&SchemaArgs {
         schemas: choice,
         schema: Vec::new(),
@@ -340,16 +351,7 @@ fn check_recording(
     args: &cli::CheckArgs,
     file: &std::path::Path,
 ) -> Result<sink::findings::Findings> {
-    let header = mpspy_capture::record::read_header(file).with_context(|| {
-        format!(
-            "{}: not a recording mpspy can read (check takes pcapng files from --record)",
-            file.display()
-        )
-    })?;
-    let choice = match &args.schemas {
-        Some(c) => c.clone(),
-        None => header.schemas.parse().unwrap_or(sets::Choice::Auto),
-    };
+    let (header, choice) = open_recording(file, "check", args.schemas.as_ref())?;
     let config = schema_config(&SchemaArgs {
         schemas: choice,
         schema: Vec::new(),

@@ -75,6 +75,18 @@ pub(crate) fn start_wrapped_peer(dir: &TestDir, mpspy_args: &[&str]) -> (Child, 
     (child, sock)
 }
 
+/// Waits until the `--json` output at `json` has `n` `conn_closed` events.
+pub(crate) fn wait_closed(json: &Path, n: usize) {
+    wait_for(
+        || {
+            std::fs::read_to_string(json)
+                .map_or(0, |t| t.matches("\"type\":\"conn_closed\"").count())
+                >= n
+        },
+        "the clients' connections closed",
+    );
+}
+
 pub(crate) fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -150,15 +162,7 @@ fn wraps_a_listening_peer_for_pycapnp_and_rust_clients_and_replays_the_same_even
 
     // Both clients have exited; let mpspy see their ends before the peer is stopped, or on a
     // loaded machine the peer's own exit can be noticed first and the reasons would differ.
-    let closes = if py { 2 } else { 1 };
-    wait_for(
-        || {
-            std::fs::read_to_string(&json)
-                .map_or(0, |t| t.matches("\"type\":\"conn_closed\"").count())
-                >= closes
-        },
-        "the clients' connections closed",
-    );
+    wait_closed(&json, if py { 2 } else { 1 });
     let stderr = stop_ok(child);
     // The event lines go to stderr; mpspy's messages and the summary at exit, which names the
     // methods, to --log.

@@ -406,15 +406,7 @@ fn live_metrics_follow_the_session_and_match_its_events() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let closes = if py { 2 } else { 1 };
-    wait_for(
-        || {
-            std::fs::read_to_string(&json)
-                .map_or(0, |t| t.matches("\"type\":\"conn_closed\"").count())
-                >= closes
-        },
-        "the clients' connections closed",
-    );
+    crate::live::wait_closed(&json, if py { 2 } else { 1 });
     let m = Scrape::take(&addr, false);
     let events = events_in(&json);
     // The Rust client's 14 echoes, and whatever the pycapnp client echoed before it hung.

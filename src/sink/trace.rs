@@ -154,20 +154,24 @@ impl<W: Write> ChromeTrace<W> {
                 "id": id, "pid": pid, "tid": tid, "ts": ts}),
             )?;
         }
-        self.open.insert(
-            e.seq,
-            Open {
-                seq: e.seq,
-                pid,
-                tid,
-                name: format!("{}.{}", c.interface, c.method),
-                t_ns: e.t_ns,
-                args: json!({"conn": e.conn, "question": c.question, "target": c.target,
-                    "bytes": c.bytes}),
-                conn: e.conn,
-            },
-        );
+        let args = json!({"conn": e.conn, "question": c.question, "target": c.target,
+            "bytes": c.bytes});
+        self.begin(e, pid, tid, format!("{}.{}", c.interface, c.method), args);
         Ok(())
+    }
+
+    /// A call (or bootstrap) is open on track (`pid`, `tid`) until its return.
+    fn begin(&mut self, e: &Event, pid: u64, tid: u64, name: String, args: Json) {
+        let open = Open {
+            seq: e.seq,
+            pid,
+            tid,
+            name,
+            t_ns: e.t_ns,
+            args,
+            conn: e.conn,
+        };
+        self.open.insert(e.seq, open);
     }
 
     /// Draws a finished call: an `X` slice when it nests with its lane's slices, else async.
@@ -254,18 +258,8 @@ impl<W: Write> Sink for ChromeTrace<W> {
                 let server = e.dir != Some(Direction::ServerToClient);
                 let pid = self.pid(e.conn, server)?;
                 let tid = self.tid(pid, EVENT_LOOP)?;
-                self.open.insert(
-                    e.seq,
-                    Open {
-                        seq: e.seq,
-                        pid,
-                        tid,
-                        name: "bootstrap".into(),
-                        t_ns: e.t_ns,
-                        args: json!({"conn": e.conn, "question": question, "bytes": bytes}),
-                        conn: e.conn,
-                    },
-                );
+                let args = json!({"conn": e.conn, "question": question, "bytes": bytes});
+                self.begin(e, pid, tid, "bootstrap".into(), args);
             }
             EventKind::Return(r) => {
                 if let Some(o) = r.call_seq.and_then(|s| self.open.remove(&s)) {
