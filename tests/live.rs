@@ -293,6 +293,7 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
     // (start_wrapped_peer sends mpspy's messages there.)
     let log = dir.path("mpspy.log");
     let trace = dir.path("trace.json");
+    let collector = crate::otlp::Receiver::start();
     let (child, sock) = start_wrapped_peer(
         &dir,
         &[
@@ -302,6 +303,8 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
             rec.to_str().unwrap(),
             "--trace-out",
             trace.to_str().unwrap(),
+            "--otlp",
+            &collector.url,
             "--quiet",
         ],
     );
@@ -373,6 +376,16 @@ fn killing_the_server_mid_call_reports_the_pending_call_and_keeps_the_recording(
             .iter()
             .any(|e| e["name"] == "Mining.waitTipChanged" && e["args"]["outcome"] == "unanswered"),
         "the pending call's slice"
+    );
+
+    // The live spans: every call, the unanswered one ended at the disconnect.
+    let spans = collector.spans();
+    crate::otlp::assert_spans(&spans, &ev);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "Mining.waitTipChanged" && s.attrs["mpspy.outcome"] == "unanswered"),
+        "{spans:#?}"
     );
 
     // In plain words: at the disconnect in the text output, and in the summary at the end.
