@@ -106,6 +106,13 @@ pub(crate) enum Command {
         after_help = "Example:\n  mpspy export --format chrome-trace session.pcapng -o trace.json   # open in ui.perfetto.dev"
     )]
     Export(ExportArgs),
+    /// Compare two sessions: per-method counts and latency with deltas, methods on one side
+    /// only, and the first calls whose params or answers differ (aligned by method sequence).
+    /// Exits 0 when they did the same (latencies aside), 1 when they differ.
+    #[command(
+        after_help = "Examples:\n  mpspy diff v30.pcapng master.pcapng\n  mpspy diff before.pcapng after.pcapng --json | jq .calls_differ"
+    )]
+    Diff(DiffArgs),
     /// Lint recordings and -debug=ipc logs for IPC misuse and stuck calls (docs/lints.md);
     /// exits 1 when a finding of --fail-on's severity or worse is there, so a CI job can fail
     /// on it.
@@ -113,6 +120,22 @@ pub(crate) enum Command {
         after_help = "Example:\n  mpspy --json ev.jsonl --record s.pcapng -- sv2-tp … && mpspy check s.pcapng --allow long-poll-at-disconnect"
     )]
     Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// The first session: a recording (pcapng from `mpspy --record`) or a -debug=ipc log.
+    #[arg(value_name = "A")]
+    pub(crate) a: PathBuf,
+    /// The second session.
+    #[arg(value_name = "B")]
+    pub(crate) b: PathBuf,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// How many differing calls to list in the text (all are in --json).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub(crate) most: usize,
 }
 
 /// What `mpspy export` writes.

@@ -4,6 +4,7 @@
 mod call;
 mod cli;
 mod demo;
+mod diff;
 #[cfg(unix)]
 mod live;
 #[cfg(any(unix, windows))]
@@ -86,6 +87,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Stats(args)) => stats(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Export(args)) => export(&args),
+        Some(Command::Diff(args)) => diff_sessions(&args),
         #[cfg(unix)]
         None => live::run(&cli.run),
         #[cfg(windows)]
@@ -207,6 +209,29 @@ fn replay(args: &cli::ReplayArgs) -> Result<ExitCode> {
         serve_until_interrupted(server);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mpspy diff A B`.
+fn diff_sessions(args: &cli::DiffArgs) -> Result<ExitCode> {
+    use std::io::Write;
+    let read = |path: &std::path::Path| match check_kind(path)? {
+        CheckKind::Recording => diff::recording(path),
+        CheckKind::Log => diff::log(path),
+    };
+    let (a, b) = (read(&args.a)?, read(&args.b)?);
+    let d = diff::compare(&a, &b);
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &diff::json(&a, &b, &d))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", diff::text(&a, &b, &d, args.most))?;
+    }
+    Ok(if d.same() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A recording's header, and the schemas to decode it with: `--schemas` when given, else the

@@ -8,6 +8,7 @@ mod args;
 mod call;
 mod common;
 mod decode;
+mod diff;
 mod lints;
 #[cfg(unix)]
 mod live;

@@ -440,6 +440,15 @@ impl Phase {
         self.sum = self.sum.saturating_add(us);
     }
 
+    /// Takes in `other`'s samples.
+    pub fn merge(&mut self, other: &Phase) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum = self.sum.saturating_add(other.sum);
+    }
+
     /// Samples recorded.
     pub fn len(&self) -> u64 {
         self.hist.len()
@@ -503,6 +512,20 @@ pub struct MethodLog {
     pub queue: Phase,
     /// executing → send response.
     pub exec: Phase,
+}
+
+impl MethodLog {
+    /// Takes in `other`'s requests (another process's, for a view over a whole log).
+    pub fn merge(&mut self, other: &MethodLog) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.cancels += other.cancels;
+        self.unanswered += other.unanswered;
+        self.total.merge(&other.total);
+        self.dispatch.merge(&other.dispatch);
+        self.queue.merge(&other.queue);
+        self.exec.merge(&other.exec);
+    }
 }
 
 /// Statistics of one process (`<exe>-<pid>`).
