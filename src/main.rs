@@ -12,6 +12,8 @@ mod live_common;
 mod live_windows;
 mod pipeline;
 #[cfg(unix)]
+mod serve;
+#[cfg(unix)]
 mod shim;
 #[cfg(windows)]
 mod shim_windows;
@@ -86,6 +88,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Stats(args)) => stats(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Export(args)) => export(&args),
+        #[cfg(unix)]
+        Some(Command::Serve(args)) => serve::serve(&args),
+        #[cfg(not(unix))]
+        Some(Command::Serve(_)) => {
+            anyhow::bail!(
+                "serve listens on unix sockets, and is not supported on this platform yet"
+            )
+        }
         #[cfg(unix)]
         None => live::run(&cli.run),
         #[cfg(windows)]

@@ -261,6 +261,9 @@ impl TableBuilder {
         let mut unanswered = 0;
         let mut calls = Vec::new();
         for (seq, seen) in self.calls {
+            if runtime_answers(lookup, seen.interface_id, seen.method_id) {
+                continue;
+            }
             let Some((raw, latency)) = seen.answer else {
                 unanswered += 1;
                 continue;
@@ -290,6 +293,25 @@ impl TableBuilder {
         table.unanswered = unanswered;
         table
     }
+}
+
+/// True for the calls the runtime answers itself, never from the recording (module docs):
+/// everything on ThreadMaps and Threads, `destroy`, and `construct` where it returns a
+/// ThreadMap.
+fn runtime_answers(lookup: Lookup<'_>, interface: u64, method: u16) -> bool {
+    let Some((iname, m)) = lookup.method(interface, method) else {
+        return false;
+    };
+    matches!(iname, "ThreadMap" | "Thread")
+        || m.name == "destroy"
+        || (m.name == "construct" && construct_result(lookup, m.results).is_some())
+}
+
+/// The ThreadMap field of `construct`'s results.
+fn construct_result(lookup: Lookup<'_>, results: u64) -> Option<(u16, String)> {
+    pointer_of(lookup, results, |t| {
+        is_named_interface(lookup, t, "ThreadMap")
+    })
 }
 
 /// Params as they are compared: the decoded struct `struct_id` as JSON, without capabilities.
@@ -736,11 +758,8 @@ async fn answer(
     if method.name == "destroy" {
         return Ok(());
     }
-    let thread_map_result = pointer_of(lookup, method.results, |t| {
-        is_named_interface(lookup, t, "ThreadMap")
-    });
     if method.name == "construct"
-        && let Some((_, field)) = thread_map_result
+        && let Some((_, field)) = construct_result(lookup, method.results)
     {
         if let Some((index, _)) = pointer_of(lookup, method.params, |t| {
             is_named_interface(lookup, t, "ThreadMap")
