@@ -160,7 +160,9 @@ fn bitcoin_cli_gets_what_a_recorded_real_node_answered() {
         assert!(start.elapsed() < PATIENCE, "the recorded node did not stop");
         std::thread::sleep(Duration::from_millis(20));
     }
-    run.take();
+    // Exited: this only collects the status.
+    let status = run.take().wait().unwrap();
+    assert!(status.success(), "mpspy with the node: {status}");
 
     let served_cli = |serve: &Serve, method: &str| -> Output {
         Command::new(&cli_bin)
