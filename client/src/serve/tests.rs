@@ -314,3 +314,111 @@ fn a_served_recording_answers_the_runtime_with_capabilities_and_exceptions() {
     }
     assert!(matches!(notes.last(), Some(Note::Unmatched { method, .. }) if method == "Echo.echo"));
 }
+
+fn call_event(seq: u64, set: &SchemaSet, step: &str, params: Value) -> Event {
+    let (iid, ord) = id(set, step);
+    let (interface, method) = step.split_once('.').unwrap();
+    Event {
+        seq,
+        t_ns: seq,
+        conn: 1,
+        dir: Some(Direction::ClientToServer),
+        kind: EventKind::Call(mpspy_schema::event::CallEvent {
+            question: seq as u32,
+            interface: interface.into(),
+            method: method.into(),
+            interface_id: iid,
+            method_id: ord,
+            target: String::new(),
+            thread: None,
+            callback_thread: None,
+            parent_seq: None,
+            params,
+            cap_table: Vec::new(),
+            bytes: 0,
+        }),
+    }
+}
+
+fn return_event(seq: u64, call_seq: u64, results: Option<Value>, exception: Option<&str>) -> Event {
+    Event {
+        seq,
+        t_ns: seq,
+        conn: 1,
+        dir: Some(Direction::ServerToClient),
+        kind: EventKind::Return(mpspy_schema::event::ReturnEvent {
+            answer: call_seq as u32,
+            call_seq: Some(call_seq),
+            interface: String::new(),
+            method: String::new(),
+            outcome: if exception.is_some() {
+                "exception"
+            } else {
+                "results"
+            }
+            .into(),
+            latency_ns: Some(1_000),
+            results,
+            exception: exception.map(|r| mpspy_schema::rpc::ExceptionInfo {
+                kind: "failed",
+                reason: r.into(),
+                trace: String::new(),
+            }),
+            thread: None,
+            cap_table: Vec::new(),
+            bytes: 0,
+        }),
+    }
+}
+
+#[test]
+fn the_table_keeps_call_order_and_leaves_out_what_it_cannot_or_need_not_answer() {
+    let set = master();
+    let echo = |t: &str| Value::Struct(vec![("echo".into(), Value::Text(t.into()))]);
+    let result = |t: &str| {
+        Some(Value::Struct(vec![(
+            "result".into(),
+            Value::Text(t.into()),
+        )]))
+    };
+    let mut b = TableBuilder::new();
+    for e in [
+        call_event(1, &set, "Init.construct", Value::Struct(vec![])),
+        call_event(2, &set, "Echo.echo", echo("first")),
+        call_event(3, &set, "Echo.echo", echo("second")),
+        // Returned out of order: the table still has the calls in call order.
+        return_event(4, 3, result("second"), None),
+        return_event(5, 2, result("first"), None),
+        return_event(6, 1, Some(Value::Struct(vec![])), None),
+        call_event(7, &set, "Echo.destroy", Value::Struct(vec![])),
+        return_event(8, 7, Some(Value::Struct(vec![])), None),
+        call_event(9, &set, "Mining.getTip", Value::Struct(vec![])),
+        return_event(10, 9, None, Some("std::exception: tip")),
+        // Never answered.
+        call_event(11, &set, "Echo.echo", echo("third")),
+    ] {
+        b.event(&e);
+    }
+    let table = b.finish(set.clone());
+    assert_eq!(
+        table.methods(),
+        [
+            ("Echo.echo".to_string(), 2),
+            ("Mining.getTip".to_string(), 1)
+        ]
+    );
+    assert_eq!(table.unanswered(), 1);
+    let (iid, ord) = id(&set, "Echo.echo");
+    let calls = &table.methods[&(iid, ord)].calls;
+    assert_eq!(calls[0].params, json!({"echo": "first"}));
+    assert_eq!(calls[0].answer, results(json!({"result": "first"})));
+    assert_eq!(calls[0].latency, Duration::from_micros(1));
+    let (iid, ord) = id(&set, "Mining.getTip");
+    assert_eq!(
+        table.methods[&(iid, ord)].calls[0].answer,
+        Answer::Exception {
+            kind: "failed".into(),
+            reason: "std::exception: tip".into()
+        }
+    );
+}
