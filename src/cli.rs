@@ -120,6 +120,42 @@ pub(crate) enum Command {
         after_help = "Example:\n  mpspy --json ev.jsonl --record s.pcapng -- sv2-tp … && mpspy check s.pcapng --allow long-poll-at-disconnect"
     )]
     Check(CheckArgs),
+    /// Be a stand-in node that answers from a recording: each call gets the recorded answer
+    /// of the matching recorded call (docs/serve.md). Unix only so far.
+    #[command(
+        after_help = "Examples:\n  mpspy serve session.pcapng --listen unix:/tmp/node.sock\n  bitcoin-cli -regtest -ipcconnect=unix:/tmp/node.sock getblockcount"
+    )]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The recording to answer from (pcapng from `mpspy --record`).
+    #[arg(value_name = "RECORDING")]
+    pub(crate) file: PathBuf,
+    /// Where to listen: unix:PATH (a stale socket there is replaced; removed on exit).
+    #[arg(long, value_name = "unix:PATH")]
+    pub(crate) listen: String,
+    /// Write the served sessions' events as JSON Lines to FILE, or to stdout with `-` (then
+    /// no text lines).
+    #[arg(long, value_name = "FILE|-")]
+    pub(crate) json: Option<String>,
+    /// Record the served sessions to a pcapng FILE (replay with `mpspy replay FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) record: Option<PathBuf>,
+    /// No event lines on stdout.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+    /// Answer only calls whose params equal those of an unused recorded call (else the next
+    /// unused recorded call of the method answers, and a notice says the params differed).
+    #[arg(long)]
+    pub(crate) strict: bool,
+    /// Answer at once, instead of taking as long as the recorded call took.
+    #[arg(long)]
+    pub(crate) immediate: bool,
+    /// Decode the recording with these schemas instead of the ones named in it.
+    #[arg(long, value_name = "SET")]
+    pub(crate) schemas: Option<Choice>,
 }
 
 #[derive(Debug, Args)]

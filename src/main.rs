@@ -13,6 +13,8 @@ mod live_common;
 mod live_windows;
 mod pipeline;
 #[cfg(unix)]
+mod serve;
+#[cfg(unix)]
 mod shim;
 #[cfg(windows)]
 mod shim_windows;
@@ -88,6 +90,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Export(args)) => export(&args),
         Some(Command::Diff(args)) => diff_sessions(&args),
+        #[cfg(unix)]
+        Some(Command::Serve(args)) => serve::serve(&args),
+        #[cfg(not(unix))]
+        Some(Command::Serve(_)) => {
+            anyhow::bail!(
+                "serve listens on unix sockets, and is not supported on this platform yet"
+            )
+        }
         #[cfg(unix)]
         None => live::run(&cli.run),
         #[cfg(windows)]

@@ -22,6 +22,8 @@ mod peers;
 mod real;
 mod replay;
 #[cfg(unix)]
+mod serve;
+#[cfg(unix)]
 mod spawn;
 mod stats;
 mod testpeer;

@@ -31,6 +31,7 @@ pub mod dispatch;
 pub mod net;
 pub mod runtime;
 pub mod schema;
+pub mod serve;
 pub mod threads;
 
 use std::io;
