@@ -393,6 +393,45 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
     }
 
+    /// `--datadir D --chain C` names the node's default socket as Bitcoin places it, for
+    /// either spelling of the chain.
+    #[test]
+    fn the_default_socket_is_in_the_chains_directory() {
+        let d = std::env::temp_dir().join(format!("mpspy-attach-dd-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let path = |chain: Option<&str>| {
+            socket_path(&AttachArgs {
+                address: "unix".into(),
+                datadir: Some(d.clone()),
+                chain: chain.map(str::to_string),
+                session: Default::default(),
+            })
+        };
+        assert_eq!(path(Some("regtest")).unwrap(), d.join("regtest/node.sock"));
+        assert_eq!(path(Some("-regtest")).unwrap(), d.join("regtest/node.sock"));
+        assert_eq!(
+            path(Some("-testnet4")).unwrap(),
+            d.join("testnet4/node.sock")
+        );
+        assert_eq!(path(Some("test")).unwrap(), d.join("testnet3/node.sock"));
+        assert_eq!(path(None).unwrap(), d.join("node.sock"));
+        let e = format!("{:#}", path(Some("nochain")).unwrap_err());
+        assert!(e.contains("unknown chain"), "{e}");
+        let e = socket_path(&AttachArgs {
+            address: "unix:/x/node.sock".into(),
+            datadir: Some(d.clone()),
+            chain: None,
+            session: Default::default(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--datadir and --chain are for the `unix` address"),
+            "{e}"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn a_path_too_long_to_move_aside_is_refused() {
         let long = PathBuf::from(format!("/tmp/{}/node.sock", "d".repeat(90)));

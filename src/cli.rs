@@ -16,7 +16,7 @@ use mpspy_schema::sets::Choice;
     long_about = None,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  mpspy -- bitcoin-node -regtest\n  mpspy --json events.jsonl --record session.pcapng -- bitcoin-node -regtest\n  mpspy -- bitcoin-cli -regtest -ipcconnect=unix getblockcount\n  mpspy replay session.pcapng --json"
+    after_help = "Examples:\n  mpspy -- bitcoin-node -regtest\n  mpspy --json events.jsonl --record session.pcapng -- bitcoin-node -regtest\n  mpspy -- bitcoin-cli -regtest -ipcconnect=unix getblockcount\n  mpspy attach --datadir ~/.bitcoin --chain regtest   # a node that is already running\n  mpspy proxy --listen unix:/tmp/spy.sock --connect unix:/path/node.sock\n  mpspy replay session.pcapng --json"
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]

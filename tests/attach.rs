@@ -99,7 +99,8 @@ impl Spy {
         let start = Instant::now();
         loop {
             if let Some(s) = self.child.child().try_wait().unwrap() {
-                self.child.take();
+                // Reaped already: this only hands the child back.
+                let _ = self.child.take().wait();
                 return s;
             }
             assert!(
