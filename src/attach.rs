@@ -278,6 +278,12 @@ fn check(public: &Path) -> Result<Option<Peer>> {
                 // Its node is gone too: a stale socket, removed as a node removes one.
                 let _ = fs::remove_file(&moved);
             }
+            // The pid was taken by another process since (or mpspy runs under another name):
+            // only the user can tell.
+            _ if alive(pid) => bail!(
+                "{moved_shown} says mpspy pid {pid} is attached to {shown}, and pid {pid} runs as {}: if that is not an mpspy, the mpspy that attached was killed; put the node's socket back with: mv {moved_shown} {shown}",
+                crate::shim::process_peer(pid).name
+            ),
             _ => bail!(
                 "an `mpspy attach` (pid {pid}, no longer running) was killed before it could put the node's socket back: it is at {moved_shown}; put it back with: mv {moved_shown} {shown}"
             ),

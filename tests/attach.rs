@@ -383,6 +383,12 @@ fn attach_refuses_a_missing_path_a_file_a_stale_socket_and_an_attached_one() {
 
     let sock = d.join("node.sock");
     let _peer = start_testpeer(&sock);
+    // A moved-aside name whose pid runs but is no mpspy (here: this test): only the user can
+    // tell whether an mpspy was killed and the pid taken since, so mpspy says both.
+    let odd = d.join(format!(".node.sock.mpspy-{}", std::process::id()));
+    std::fs::hard_link(&sock, &odd).unwrap();
+    refuse(&sock, "if that is not an mpspy");
+    std::fs::remove_file(&odd).unwrap();
     let spy_dir = d.join("spy");
     std::fs::create_dir(&spy_dir).unwrap();
     let mut spy = Spy::start(&spy_dir, &["attach", &format!("unix:{}", sock.display())]);
