@@ -16,7 +16,7 @@ use mpspy_schema::sets::Choice;
     long_about = None,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    after_help = "Examples:\n  mpspy -- bitcoin-node -regtest\n  mpspy --json events.jsonl --record session.pcapng -- bitcoin-node -regtest\n  mpspy -- bitcoin-cli -regtest -ipcconnect=unix getblockcount\n  mpspy replay session.pcapng --json"
+    after_help = "Examples:\n  mpspy -- bitcoin-node -regtest\n  mpspy --json events.jsonl --record session.pcapng -- bitcoin-node -regtest\n  mpspy -- bitcoin-cli -regtest -ipcconnect=unix getblockcount\n  mpspy attach --datadir ~/.bitcoin --chain regtest   # a node that is already running\n  mpspy proxy --listen unix:/tmp/spy.sock --connect unix:/path/node.sock\n  mpspy replay session.pcapng --json"
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -28,6 +28,25 @@ pub(crate) struct Cli {
 /// `mpspy [OPTIONS] -- PROGRAM [ARGS]…`
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) session: SessionArgs,
+    /// Do not add -ipcbind=unix to bitcoin-node/bitcoin-gui when they have none.
+    #[arg(long)]
+    pub(crate) no_bind: bool,
+    /// Do not interpose on the socketpairs of processes the program spawns (`NAME -ipcfd N`,
+    /// and `NAME N` as the libmultiprocess examples do). Without this, mpspy starts the
+    /// program with argv0 in a private directory of stand-ins, so each spawn is relayed too.
+    #[arg(long)]
+    pub(crate) no_spawn_shim: bool,
+    /// The program to run and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "PROGRAM")]
+    pub(crate) program: Vec<String>,
+}
+
+/// The outputs of a live session, the same for `mpspy -- PROGRAM`, `mpspy proxy` and
+/// `mpspy attach`.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct SessionArgs {
     /// Write events as JSON Lines to FILE, or to stdout with `-` (see docs/json-lines.md).
     #[arg(long, value_name = "FILE|-")]
     pub(crate) json: Option<String>,
@@ -42,8 +61,9 @@ pub(crate) struct RunArgs {
     /// e.g. http://localhost:4318 for Jaeger or Grafana Tempo; docs/otlp.md).
     #[arg(long, value_name = "URL")]
     pub(crate) otlp: Option<String>,
-    /// Write nothing into the program's stdout and stderr (which mpspy shares with it): no event
-    /// lines, no notices, no summary. Notices still reach --json, --record, the UI and --log.
+    /// Write nothing of mpspy's into stdout and stderr (under `--`, the program's, which mpspy
+    /// shares with it): no event lines, no notices, no summary. Notices still reach --json,
+    /// --record, the UI and --log.
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
     /// mpspy's own messages (notices, warnings, the exit summary) go to FILE instead of stderr
@@ -54,14 +74,6 @@ pub(crate) struct RunArgs {
     /// stdout are terminals and `--json -` is not given).
     #[arg(long)]
     pub(crate) no_tui: bool,
-    /// Do not add -ipcbind=unix to bitcoin-node/bitcoin-gui when they have none.
-    #[arg(long)]
-    pub(crate) no_bind: bool,
-    /// Do not interpose on the socketpairs of processes the program spawns (`NAME -ipcfd N`,
-    /// and `NAME N` as the libmultiprocess examples do). Without this, mpspy starts the
-    /// program with argv0 in a private directory of stand-ins, so each spawn is relayed too.
-    #[arg(long)]
-    pub(crate) no_spawn_shim: bool,
     /// Report the session's lints and stuck calls at the end (to stderr, or --log), and exit 1
     /// instead of 0 when one is of --fail-on's severity or worse (a program that failed keeps
     /// its own status): for running a client's integration test under mpspy in CI.
@@ -77,13 +89,72 @@ pub(crate) struct RunArgs {
     pub(crate) metrics: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub(crate) schema: SchemaArgs,
-    /// The program to run and its arguments (after `--`).
-    #[arg(last = true, required = true, value_name = "PROGRAM")]
-    pub(crate) program: Vec<String>,
+}
+
+impl Default for SessionArgs {
+    fn default() -> Self {
+        SessionArgs {
+            json: None,
+            record: None,
+            trace_out: None,
+            otlp: None,
+            quiet: false,
+            log: None,
+            no_tui: false,
+            check: false,
+            fail_on: mpspy_schema::lint::Severity::Warning,
+            metrics: None,
+            schema: SchemaArgs::default(),
+        }
+    }
+}
+
+/// `mpspy proxy --listen unix:PATH --connect unix:PATH`
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    /// Where clients connect: unix:PATH. A stale socket there (nobody listening) is replaced,
+    /// as bitcoin-node does; a live one, or a file that is not a socket, is refused.
+    #[arg(long, value_name = "unix:PATH")]
+    pub(crate) listen: String,
+    /// The server each client is relayed to: unix:PATH (e.g. a node's node.sock).
+    #[arg(long, value_name = "unix:PATH")]
+    pub(crate) connect: String,
+    #[command(flatten)]
+    pub(crate) session: SessionArgs,
+}
+
+/// `mpspy attach [unix:PATH | unix] [--datadir D] [--chain C]`
+#[derive(Debug, Args)]
+pub(crate) struct AttachArgs {
+    /// The running node's socket: unix:PATH, or unix (its default socket,
+    /// `<datadir>/<chain dir>/node.sock`, from --datadir, --chain and the node's config file).
+    #[arg(value_name = "ADDRESS", default_value = "unix")]
+    pub(crate) address: String,
+    /// The node's data directory (for the `unix` address; default: Bitcoin's).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) datadir: Option<PathBuf>,
+    /// The node's chain (for the `unix` address): main, test, testnet4, signet or regtest, or
+    /// the node's own option (-regtest, -testnet4, -chain=signet, …).
+    #[arg(long, value_name = "CHAIN", allow_hyphen_values = true)]
+    pub(crate) chain: Option<String>,
+    #[command(flatten)]
+    pub(crate) session: SessionArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// A standalone recording relay: clients connect to --listen, each is relayed to
+    /// --connect, until Ctrl-C or SIGTERM.
+    #[command(
+        after_help = "Examples:\n  mpspy proxy --listen unix:/tmp/spy.sock --connect unix:$HOME/.bitcoin/regtest/node.sock --json ev.jsonl\n  bitcoin-cli -regtest -ipcconnect=unix:/tmp/spy.sock getblockcount\n  mpspy proxy --listen unix:/tmp/spy.sock --connect unix:/path/node.sock --record s.pcapng --no-tui"
+    )]
+    Proxy(ProxyArgs),
+    /// Attach to a node that is already running: its socket moves aside, mpspy listens at its
+    /// path and relays every new connection; on exit the node's socket is put back.
+    #[command(
+        after_help = "Examples:\n  mpspy attach --datadir ~/.bitcoin --chain regtest\n  mpspy attach unix:/path/to/node.sock --json ev.jsonl --record s.pcapng\n  mpspy attach --chain -testnet4 --check --no-tui   # Ctrl-C ends it; exit 1 on findings\n\nConnections made before attaching go on unrecorded. If mpspy is killed with SIGKILL, put the\nnode's socket back by hand: mv <dir>/.<name>.mpspy-<pid> <dir>/<name> (mpspy attach says so)."
+    )]
+    Attach(AttachArgs),
     /// Decode a pair of one-direction raw streams (socat/strace dumps, mpspy captures).
     Decode(DecodeArgs),
     /// Watch mpspy wrap the test peer (a bitcoin-node stand-in, built with the workspace) while

@@ -61,19 +61,14 @@ pub(crate) fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let socket = dir.join("node.sock");
     let run = cli::RunArgs {
-        json: args.json.then(|| "-".to_string()),
-        no_tui: args.no_tui,
-        record: args.record.clone(),
-        trace_out: None,
-        otlp: None,
-        quiet: false,
-        log: None,
+        session: cli::SessionArgs {
+            json: args.json.then(|| "-".to_string()),
+            no_tui: args.no_tui,
+            record: args.record.clone(),
+            ..Default::default()
+        },
         no_bind: true,
         no_spawn_shim: false,
-        check: false,
-        fail_on: mpspy_schema::lint::Severity::Warning,
-        metrics: None,
-        schema: cli::SchemaArgs::default(),
         program: vec![
             peer.display().to_string(),
             format!("-ipcbind=unix:{}", socket.display()),

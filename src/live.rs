@@ -81,8 +81,9 @@ fn private_dir() -> Result<PathBuf> {
     bail!("could not create a private directory in {}", base.display())
 }
 
-/// The process on the other end of a unix socket, from the kernel's peer credentials.
-fn peer_of(s: &UnixStream) -> Option<Peer> {
+/// The process on the other end of a unix socket, from the kernel's peer credentials (for a
+/// connecting socket: the process that made the listener it reached).
+pub(crate) fn peer_of(s: &UnixStream) -> Option<Peer> {
     #[cfg(target_os = "linux")]
     {
         use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -447,9 +448,14 @@ fn interpose(
 /// relayed too.
 fn program_command(args: &RunArgs, private: Option<&Path>, program: &str, r: &Relaying) -> Command {
     let shims = match private {
-        Some(private) if !args.no_spawn_shim => {
-            crate::shim::setup(private, program, &r.tap, &r.ids, &r.relays, args.quiet)
-        }
+        Some(private) if !args.no_spawn_shim => crate::shim::setup(
+            private,
+            program,
+            &r.tap,
+            &r.ids,
+            &r.relays,
+            args.session.quiet,
+        ),
         _ => None,
     };
     match shims {
@@ -463,19 +469,24 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
         .program
         .split_first()
         .context("no program given after --")?;
-    let messages = Messages::new(args)?;
+    let messages = Messages::new(&args.session)?;
     let mut early = Early::new();
     let (program, pargs) = resolve_wrapper(program, pargs, &mut early);
     let name = program_name(&program);
     let plan = plan(args, &program, &pargs, &mut early);
 
-    let config = crate::schema_config(&args.schema)?;
+    let config = crate::schema_config(&args.session.schema)?;
     let clock = Clock::start();
-    let (tap, rx, recording) = live_common::capture(args, &config, clock)?;
-    let mut outputs = live_common::outputs(args, recording.as_ref())?;
-    let metrics = live_common::metrics(args, &mut outputs, &messages)?;
-    let ui = use_tui(args).then(|| UiSender::new(false));
-    live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
+    let (tap, rx, recording) = live_common::capture(&args.session, &config, clock)?;
+    let mut outputs = live_common::outputs(&args.session, recording.as_ref())?;
+    let metrics = live_common::metrics(&args.session, &mut outputs, &messages)?;
+    let ui = use_tui(&args.session).then(|| UiSender::new(false));
+    live_common::add_screen_outputs(
+        &args.session,
+        &mut outputs,
+        ui.as_ref().map(|u| &u.0),
+        &messages,
+    );
 
     for (level, text) in early {
         tap.notice(level, text);
@@ -542,7 +553,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-    } else if args.json.as_deref() == Some("-") {
+    } else if args.session.json.as_deref() == Some("-") {
         // JSON Lines own stdout; the program's output must not corrupt them.
         let stderr = std::io::stderr()
             .as_fd()
@@ -606,7 +617,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     }
     let relays = r.relays.clone();
     let (binds, connect) = (interposed.binds, interposed.connect);
-    let finish = move || -> Result<(ExitStatus, String, crate::pipeline::Outputs)> {
+    let finish = move || -> Result<live_common::Finished> {
         let status = child.wait().context("waiting for the program")?;
         // No new connections from now on: the program is gone, so clients must be refused as
         // they would be.
@@ -636,7 +647,13 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     live_common::print_summary(&messages, &how, &outputs);
     // The endpoint stops with the session.
     drop(metrics);
-    if live_common::check_fails(args, &messages, &outputs) && status.success() {
+    if live_common::check_fails(
+        &args.session,
+        &messages,
+        &outputs,
+        args.program.first().map_or("the program", String::as_str),
+    ) && status.success()
+    {
         return Ok(ExitCode::from(1));
     }
     Ok(exit_like(status))

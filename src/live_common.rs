@@ -17,7 +17,7 @@ use mpspy_capture::tap::{Clock, Tap, TapReceiver};
 use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::event::NoticeLevel;
 
-use crate::cli::RunArgs;
+use crate::cli::SessionArgs;
 use mpspy_tui::{Action, App, Feed, Timebase};
 
 use crate::pipeline::Outputs;
@@ -28,7 +28,7 @@ use crate::sink::tui::UiSender;
 /// the relay whether or not decoding keeps up. The file is created now, so a bad path fails
 /// before anything starts.
 pub(crate) fn capture(
-    args: &RunArgs,
+    args: &SessionArgs,
     config: &SchemaConfig,
     clock: Clock,
 ) -> Result<(Tap, TapReceiver, Option<Recording>)> {
@@ -62,7 +62,7 @@ pub(crate) struct Recording {
 
 /// The `--json` output of a run, knowing where the recording goes; the caller adds the UI or the
 /// text lines.
-pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<Outputs> {
+pub(crate) fn outputs(args: &SessionArgs, recording: Option<&Recording>) -> Result<Outputs> {
     let mut outputs = Outputs::new();
     outputs.recording = recording.map(|r| r.path.clone());
     if let Some(target) = &args.json {
@@ -87,7 +87,7 @@ pub(crate) fn outputs(args: &RunArgs, recording: Option<&Recording>) -> Result<O
 /// `--metrics ADDR`: the metrics sink among the outputs, and its endpoint, which answers until
 /// the returned server is dropped (the end of the run). Says where it is in mpspy's messages.
 pub(crate) fn metrics(
-    args: &RunArgs,
+    args: &SessionArgs,
     outputs: &mut Outputs,
     messages: &Messages,
 ) -> Result<Option<crate::sink::metrics::MetricsServer>> {
@@ -226,7 +226,7 @@ enum Target {
 }
 
 impl Messages {
-    pub(crate) fn new(args: &RunArgs) -> Result<Messages> {
+    pub(crate) fn new(args: &SessionArgs) -> Result<Messages> {
         let target = match &args.log {
             Some(path) => Target::File(
                 std::fs::OpenOptions::new()
@@ -280,7 +280,7 @@ impl crate::sink::Sink for NoticeSink {
 /// stderr (unless `--quiet`, or `--json -` owns the terminal's attention), and mpspy's notices
 /// where [`Messages`] go when the text lines do not show them there.
 pub(crate) fn add_screen_outputs(
-    args: &RunArgs,
+    args: &SessionArgs,
     outputs: &mut Outputs,
     ui: Option<&UiSender>,
     messages: &Messages,
@@ -300,14 +300,19 @@ pub(crate) fn add_screen_outputs(
 /// The per-method summary and any output error, to [`Messages`].
 /// With `--check`: says what was found, and whether the check fails (the run then exits 1
 /// where the program exited 0).
-pub(crate) fn check_fails(args: &RunArgs, messages: &Messages, outputs: &Outputs) -> bool {
+/// `what`: what was checked (the program, "the proxy's session").
+pub(crate) fn check_fails(
+    args: &SessionArgs,
+    messages: &Messages,
+    outputs: &Outputs,
+    what: &str,
+) -> bool {
     let Some(findings) = &outputs.findings else {
         return false;
     };
-    let program = args.program.first().map_or("the program", String::as_str);
     messages.say(
         findings
-            .report(&format!("mpspy check of {program}"))
+            .report(&format!("mpspy check of {what}"))
             .trim_end(),
     );
     let (total, failing) = findings.counts(args.fail_on);
@@ -399,7 +404,7 @@ pub(crate) fn describe_exit(name: &str, status: ExitStatus) -> String {
 
 /// The terminal UI is for a person at a terminal: stdin (keys) and stdout (screen) must both
 /// be terminals, and `--json -` owns stdout. `--quiet` leaves the terminal to the program.
-pub(crate) fn use_tui(args: &RunArgs) -> bool {
+pub(crate) fn use_tui(args: &SessionArgs) -> bool {
     !args.no_tui
         && !args.quiet
         && args.json.as_deref() != Some("-")
@@ -411,14 +416,16 @@ pub(crate) type Finished = (ExitStatus, String, Outputs);
 
 /// Runs `finish` (wait for the program, end the session) and, with a UI, the UI beside it: the
 /// UI shows the end of the session (the disconnects) and stays until the user quits. Ctrl-C in
-/// the UI calls `interrupt`; quitting while the program runs calls it too and waits.
-pub(crate) fn run_session(
+/// the UI calls `interrupt`; quitting while the program runs calls it too and waits. `T` says
+/// how the session ended to the caller (the program's exit status; for `mpspy attach`, whether
+/// the node's socket was put back).
+pub(crate) fn run_session<T: Send + 'static>(
     ui: Option<(UiSender, Receiver<Feed>)>,
-    finish: impl FnOnce() -> Result<Finished> + Send + 'static,
+    finish: impl FnOnce() -> Result<(T, String, Outputs)> + Send + 'static,
     title: &str,
     origin: Instant,
     interrupt: impl Fn(),
-) -> Result<Finished> {
+) -> Result<(T, String, Outputs)> {
     let Some((sender, rx)) = ui else {
         return finish();
     };
@@ -445,7 +452,7 @@ pub(crate) fn run_session(
     // Later output and events have nowhere to go on screen; output goes to stderr.
     drop(rx);
     if !lifecycle.is_finished() {
-        eprintln!("mpspy: stopping the program (interrupt) and waiting for it to exit");
+        eprintln!("mpspy: stopping (interrupt) and waiting for the session to end");
         interrupt();
     }
     let done = lifecycle

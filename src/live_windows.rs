@@ -68,7 +68,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .split_first()
         .context("no program given after --")?;
     let name = display_name(program);
-    let messages = live_common::Messages::new(args)?;
+    let messages = live_common::Messages::new(&args.session)?;
     let env = bitcoin::Env::from_process().context("reading the environment")?;
     // No default -ipcbind here: that would be a unix socket.
     let unix_sockets: Vec<String> = match bitcoin::plan(program, pargs, &env, false) {
@@ -86,13 +86,18 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let real = locate(program)?;
 
-    let config = crate::schema_config(&args.schema)?;
+    let config = crate::schema_config(&args.session.schema)?;
     let clock = Clock::start();
-    let (tap, rx, recording) = live_common::capture(args, &config, clock)?;
-    let mut outputs = live_common::outputs(args, recording.as_ref())?;
-    let metrics = live_common::metrics(args, &mut outputs, &messages)?;
-    let ui = live_common::use_tui(args).then(|| UiSender::new(false));
-    live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
+    let (tap, rx, recording) = live_common::capture(&args.session, &config, clock)?;
+    let mut outputs = live_common::outputs(&args.session, recording.as_ref())?;
+    let metrics = live_common::metrics(&args.session, &mut outputs, &messages)?;
+    let ui = live_common::use_tui(&args.session).then(|| UiSender::new(false));
+    live_common::add_screen_outputs(
+        &args.session,
+        &mut outputs,
+        ui.as_ref().map(|u| &u.0),
+        &messages,
+    );
     let private = private_dir()?;
     let cleanup = Cleanup(private.clone());
     if !unix_sockets.is_empty() {
@@ -147,7 +152,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             stdout: out_w.into(),
             stderr: err_w.into(),
         }
-    } else if args.json.as_deref() == Some("-") {
+    } else if args.session.json.as_deref() == Some("-") {
         Output::Stderr
     } else {
         Output::Ours
@@ -185,7 +190,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     live_common::print_summary(&messages, &how, &outputs);
     // The endpoint stops with the session.
     drop(metrics);
-    if live_common::check_fails(args, &messages, &outputs) && status.success() {
+    if live_common::check_fails(
+        &args.session,
+        &messages,
+        &outputs,
+        args.program.first().map_or("the program", String::as_str),
+    ) && status.success()
+    {
         return Ok(ExitCode::from(1));
     }
     let code = status.code().unwrap_or(1);

@@ -1,5 +1,7 @@
 //! mpspy: see Bitcoin Core's multiprocess IPC.
 
+#[cfg(unix)]
+mod attach;
 #[cfg(any(unix, windows))]
 mod call;
 mod cli;
@@ -13,12 +15,16 @@ mod live_common;
 mod live_windows;
 mod pipeline;
 #[cfg(unix)]
+mod proxy;
+#[cfg(unix)]
 mod serve;
 #[cfg(unix)]
 mod shim;
 #[cfg(windows)]
 mod shim_windows;
 mod sink;
+#[cfg(unix)]
+mod standalone;
 
 use std::io;
 use std::path::PathBuf;
@@ -86,6 +92,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Call(_) | Command::Bench(_)) => {
             anyhow::bail!("call and bench are not supported on this platform yet")
         }
+        #[cfg(unix)]
+        Some(Command::Proxy(args)) => proxy::run(&args),
+        #[cfg(unix)]
+        Some(Command::Attach(args)) => attach::run(&args),
+        // They relay unix sockets, which mpspy relays only on unix so far.
+        #[cfg(not(unix))]
+        Some(Command::Proxy(_)) => anyhow::bail!("mpspy proxy is not supported on Windows yet"),
+        #[cfg(not(unix))]
+        Some(Command::Attach(_)) => anyhow::bail!("mpspy attach is not supported on Windows yet"),
         Some(Command::Stats(args)) => stats(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Export(args)) => export(&args),

@@ -73,7 +73,7 @@ fn wait_output((mut child, dir): (KillOnDrop, PathBuf), what: &str) -> Output {
 }
 
 /// A node without mpspy, listening at `<datadir>/regtest/node.sock` and done loading.
-fn start_plain_node(node: &Path, datadir: &Path) -> KillOnDrop {
+pub(crate) fn start_plain_node(node: &Path, datadir: &Path) -> KillOnDrop {
     let child = KillOnDrop(Some(
         Command::new(node)
             .args(regtest_args(datadir))

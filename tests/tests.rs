@@ -5,6 +5,8 @@
 #[cfg(unix)]
 mod args;
 #[cfg(unix)]
+mod attach;
+#[cfg(unix)]
 mod call;
 mod common;
 mod decode;

@@ -26,6 +26,14 @@ struct Pty {
     screen: Arc<Mutex<vt100::Parser>>,
 }
 
+/// A test that fails halfway leaves no mpspy behind.
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Pty {
     fn spawn(mut cmd: Command) -> Pty {
         let size = Winsize {
@@ -226,6 +234,66 @@ fn ctrl_c_interrupts_the_program_and_the_ui_stays_until_q() {
     let status = pty.wait_exit();
     // The test peer exits 0 on SIGINT; mpspy exits with the program's status.
     assert!(status.success(), "{status}");
+}
+
+/// `mpspy attach` with the UI: the calls of a client through it show, Ctrl-C ends the session
+/// (the node's socket is put back at once) and the UI stays until `q`; exit 0.
+#[test]
+fn attach_in_the_ui_shows_calls_and_ctrl_c_puts_the_socket_back() {
+    let dir = TestDir::new("tui-attach");
+    let socket = dir.path("node.sock");
+    let node = Command::new(testpeer())
+        .arg(format!("-ipcbind=unix:{}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _node = crate::peers::KillOnDrop(Some(node));
+    crate::peers::wait_for("the test peer to listen", Duration::from_secs(30), || {
+        crate::peers::accepts(&socket)
+    });
+    let moved = |socket: &std::path::Path| {
+        std::fs::read_dir(socket.parent().unwrap())
+            .unwrap()
+            .any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".node.sock.mpspy-")
+            })
+    };
+    let mut pty = Pty::spawn({
+        let mut c = mpspy();
+        c.arg("attach").arg(format!("unix:{}", socket.display()));
+        c
+    });
+    crate::peers::wait_for("mpspy to attach", Duration::from_secs(30), || {
+        moved(&socket)
+    });
+    run_ok(
+        Command::new(testpeer())
+            .arg("client")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["--echo", "via attach", "--count", "2"]),
+    );
+    let screen = pty.wait_for(&["Echo.destroy"]);
+    assert_eq!(screen.matches("Echo.echo").count(), 2, "{screen}");
+    pty.keys("\x03");
+    pty.wait_for(&["stopped from the UI"]);
+    assert!(
+        !moved(&socket),
+        "put back while the UI still shows the session"
+    );
+    assert!(pty.child.try_wait().unwrap().is_none(), "mpspy left early");
+    pty.keys("q");
+    let status = pty.wait_exit();
+    assert!(status.success(), "{status}");
+    run_ok(
+        Command::new(testpeer())
+            .arg("client")
+            .arg(format!("unix:{}", socket.display()))
+            .args(["--echo", "direct"]),
+    );
 }
 
 #[test]
