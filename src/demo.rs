@@ -73,6 +73,7 @@ pub(crate) fn demo(args: &cli::DemoArgs) -> Result<ExitCode> {
         check: false,
         fail_on: mpspy_schema::lint::Severity::Warning,
         metrics: None,
+        inject: Vec::new(),
         schema: cli::SchemaArgs::default(),
         program: vec![
             peer.display().to_string(),

@@ -87,9 +87,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let real = locate(program)?;
 
     let config = crate::schema_config(&args.schema)?;
+    let injector = live_common::injector(args, &config)?;
     let clock = Clock::start();
-    let (tap, rx, recording) = live_common::capture(args, &config, clock)?;
+    let (tap, rx, recording) = live_common::capture(args, &config, clock, injector.as_deref())?;
     let mut outputs = live_common::outputs(args, recording.as_ref())?;
+    live_common::announce_injection(&tap, &mut outputs, injector.as_deref());
     let metrics = live_common::metrics(args, &mut outputs, &messages)?;
     let ui = live_common::use_tui(args).then(|| UiSender::new(false));
     live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
@@ -105,7 +107,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         );
     }
     let ids = ConnIds::default();
-    let relays = Relays::default();
+    let relays = live_common::relays(injector.as_ref());
     let shims = if args.no_spawn_shim {
         None
     } else {
