@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use mpspy_bitcoin::args as bitcoin;
-use mpspy_capture::relay::{ConnIds, Relays};
+use mpspy_capture::relay::ConnIds;
 use mpspy_capture::tap::Clock;
 use mpspy_capture::winspawn::{self, Output};
 use mpspy_schema::event::{NoticeLevel, Peer};

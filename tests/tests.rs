@@ -8,6 +8,9 @@ mod args;
 mod call;
 mod common;
 mod decode;
+// Wraps the test peer on a unix socket and drives it with `mpspy call` and pycapnp.
+#[cfg(unix)]
+mod inject;
 mod lints;
 #[cfg(unix)]
 mod live;

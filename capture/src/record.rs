@@ -799,6 +799,47 @@ mod tests {
         ]
     }
 
+    /// Faults read back as written: the answer mpspy sent as a frame of the other direction
+    /// with its fault in the packet comment, the others as control records; the header's
+    /// extra comment does not disturb it.
+    #[test]
+    fn injected_faults_round_trip() {
+        use mpspy_schema::event::FaultKind;
+        let fault = |kind, question: Option<u32>| Fault {
+            kind,
+            method: question.map(|_| "Mining.getTip".to_string()),
+            question,
+            detail: "answered with overloaded: busy".into(),
+        };
+        let mut items = sample();
+        items.truncate(2);
+        items.push(Tapped::Injected {
+            conn: 1,
+            dir: Direction::ClientToServer,
+            t_ns: 1_000,
+            fault: fault(FaultKind::Exception, Some(3)),
+            frame: Some(vec![0, 0, 0, 0, 0, 0, 0, 0]),
+        });
+        items.push(Tapped::Injected {
+            conn: 1,
+            dir: Direction::ClientToServer,
+            t_ns: 2_000,
+            fault: fault(FaultKind::Disconnect, None),
+            frame: None,
+        });
+        let mut buf = Vec::new();
+        let comments = ["mpspy fault injection: Mining.getTip:exception=overloaded".to_string()];
+        let mut r = Recorder::with_comments(&mut buf, "master", 1, &comments).unwrap();
+        for item in &items {
+            r.write(item).unwrap();
+        }
+        drop(r);
+        let mut got = Vec::new();
+        let (h, end) = read(&buf[..], |t| got.push(t)).unwrap();
+        assert_eq!((h.schemas.as_str(), end), ("master", End::Complete));
+        assert_eq!(got, items);
+    }
+
     #[test]
     fn round_trip_and_torn_tail() {
         let mut buf = Vec::new();

@@ -791,10 +791,13 @@ mod tests {
     }
 
     fn relayed(conn: ConnId) -> Relayed {
+        relayed_with(conn, Relays::default())
+    }
+
+    fn relayed_with(conn: ConnId, relays: Relays) -> Relayed {
         let (client, client_side) = tcp_pair();
         let (server_side, server) = tcp_pair();
         let (tap, rx) = Tap::single(Clock::start(), Consumer::eager(1 << 30));
-        let relays = Relays::default();
         let done = relay(
             conn,
             client_side,
@@ -910,5 +913,131 @@ mod tests {
                 "round {i}: the answer was tapped before the message"
             );
         }
+    }
+
+    /// One frame off a stream (the segment table says how long it is).
+    fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+        let mut frame = vec![0u8; 8];
+        s.read_exact(&mut frame).unwrap();
+        loop {
+            match mpspy_schema::wire::frame_len(&frame).unwrap() {
+                Some(len) if len <= frame.len() => return frame,
+                Some(len) => {
+                    let at = frame.len();
+                    frame.resize(len, 0);
+                    s.read_exact(&mut frame[at..]).unwrap();
+                }
+                None => {
+                    let at = frame.len();
+                    frame.resize(at + 8, 0);
+                    s.read_exact(&mut frame[at..]).unwrap();
+                }
+            }
+        }
+    }
+
+    fn message(build: impl FnOnce(capnp_rpc::rpc_capnp::message::Builder<'_>)) -> Vec<u8> {
+        let mut b = capnp::message::Builder::new_default();
+        build(b.init_root());
+        let mut out = Vec::new();
+        capnp::serialize::write_message(&mut out, &b).unwrap();
+        out
+    }
+
+    fn call(question: u32, (iface, method): (u64, u16)) -> Vec<u8> {
+        message(|m| {
+            let mut c = m.init_call();
+            c.set_question_id(question);
+            c.set_interface_id(iface);
+            c.set_method_id(method);
+            c.reborrow().init_target().set_imported_cap(0);
+            c.init_params();
+        })
+    }
+
+    fn finish(question: u32) -> Vec<u8> {
+        message(|m| m.init_finish().set_question_id(question))
+    }
+
+    /// With an exception rule, in one write: a call that matches, its Finish and a call that
+    /// does not. The server gets only the last, byte for byte; the client gets mpspy's answer
+    /// to the first; the tap has the three frames, the fault with its answer, in that order.
+    #[test]
+    fn an_injecting_relay_answers_a_call_in_the_callees_place() {
+        use crate::inject::{Injector, Rule};
+        let set = mpspy_schema::sets::builtin("master").unwrap();
+        let ids = |iface: &str, method: &str| {
+            set.interfaces()
+                .find(|(_, i)| i.name == iface)
+                .and_then(|(id, i)| {
+                    i.methods
+                        .iter()
+                        .find(|m| m.name == method)
+                        .map(|m| (id, m.ordinal))
+                })
+                .unwrap()
+        };
+        let rule: Rule = "Mining.getTip:exception=overloaded:busy".parse().unwrap();
+        let injector = Injector::new(vec![rule], std::slice::from_ref(&set)).unwrap();
+        let Relayed {
+            mut client,
+            mut server,
+            tap,
+            mut rx,
+            relays: _relays,
+            done,
+        } = relayed_with(1, Relays::with_injector(Arc::new(injector)));
+        let passes = call(8, ids("Mining", "isTestChain"));
+        let mut sent = call(7, ids("Mining", "getTip"));
+        sent.extend(finish(7));
+        sent.extend(&passes);
+        client.write_all(&sent).unwrap();
+        assert_eq!(read_frame(&mut server), passes);
+        let answer = read_frame(&mut client);
+        let (msg, _) = mpspy_schema::wire::Message::parse(&answer).unwrap();
+        match mpspy_schema::rpc::decode(&msg).unwrap() {
+            mpspy_schema::rpc::Rpc::Return(r) => {
+                assert_eq!(r.answer, 7);
+                assert!(matches!(
+                    r.outcome,
+                    mpspy_schema::rpc::Outcome::Exception(e) if e.kind == "overloaded" && e.reason == "busy"
+                ));
+            }
+            other => panic!("not a return: {other:?}"),
+        }
+        // Nothing else reached the server: the next bytes it gets are the EOF.
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).unwrap();
+        assert!(
+            rest.is_empty(),
+            "{} more bytes reached the server",
+            rest.len()
+        );
+        drop(server);
+        done.join().unwrap();
+        tap.finish();
+        let clock = tap.clock;
+        let mut got = Vec::new();
+        while let Some(i) = rx.recv(&clock) {
+            match &*i {
+                Tapped::Frame { bytes, .. } => got.push(format!("frame {}", bytes.len())),
+                Tapped::Injected {
+                    fault,
+                    frame: Some(f),
+                    ..
+                } if *f == answer => got.push(format!("injected {}", fault.kind.as_str())),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                format!("frame {}", sent.len() - finish(7).len() - passes.len()),
+                "injected exception".into(),
+                format!("frame {}", finish(7).len()),
+                format!("frame {}", passes.len()),
+            ]
+        );
     }
 }

@@ -779,6 +779,56 @@ mod tests {
     use super::*;
     use crate::fixture;
 
+    /// An injected fault marks its call's status and writes a Log line; `status:injected`
+    /// finds the call.
+    #[test]
+    fn an_injected_fault_marks_its_call_and_the_log() {
+        let events = fixture::session();
+        let call = events
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::Call(c) if c.method == "echo"))
+            .unwrap();
+        let ret = events
+            .iter()
+            .position(|e| matches!(&e.kind, EventKind::Return(r) if r.call_seq == Some(call.seq)))
+            .unwrap();
+        let mut s = State::new(100);
+        for e in &events[..ret] {
+            s.apply(e);
+        }
+        s.apply(&Event {
+            seq: 10_000,
+            t_ns: call.t_ns,
+            conn: call.conn,
+            dir: call.dir,
+            kind: EventKind::Injected {
+                fault: mpspy_schema::event::Fault {
+                    kind: FaultKind::Delay,
+                    method: Some("Echo.echo".into()),
+                    question: Some(0),
+                    detail: "held 5s before forwarding".into(),
+                },
+                call_seq: Some(call.seq),
+            },
+        });
+        for e in &events[ret..] {
+            s.apply(e);
+        }
+        let row = s.calls.iter().find(|r| r.seq == call.seq).unwrap();
+        assert_eq!(row.status_text(), "ok +delay");
+        assert!(
+            s.log
+                .iter()
+                .any(|l| l.problem && l.text.contains("INJECTED delay Echo.echo (q0)")),
+            "{:?}",
+            s.log
+        );
+        let f = crate::filter::Filter::parse("status:injected").unwrap();
+        let shown: Vec<_> = s.calls.iter().filter(|r| f.matches(r, 0)).collect();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].seq, call.seq);
+    }
+
     /// A stuck report marks its call: counted while it is pending, found by `status:stuck`
     /// after it returned too.
     #[test]
