@@ -87,6 +87,14 @@ pub(crate) struct SessionArgs {
     /// ADDR: PORT or :PORT (127.0.0.1), or HOST:PORT for any other address; port 0 picks one.
     #[arg(long, value_name = "ADDR", value_parser = crate::sink::metrics::parse_addr)]
     pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// Inject a fault, for testing how a client copes (repeatable; docs/inject.md). Off unless
+    /// given; then mpspy alters the traffic and every output says so. SPEC:
+    /// `Interface.method:delay=5s`, `Interface.method:exception=TYPE[:REASON]` (failed,
+    /// overloaded, disconnected, unimplemented), `Interface.method:disconnect`,
+    /// `conn:disconnect-after=N` (calls) or `=5s`; `Interface.*` and `*` match more methods;
+    /// `,times=N` and `,every=N` pick the matches.
+    #[arg(long, value_name = "SPEC", value_parser = inject_rule)]
+    pub(crate) inject: Vec<mpspy_capture::inject::Rule>,
     #[command(flatten)]
     pub(crate) schema: SchemaArgs,
 }
@@ -104,6 +112,7 @@ impl Default for SessionArgs {
             check: false,
             fail_on: mpspy_schema::lint::Severity::Warning,
             metrics: None,
+            inject: Vec::new(),
             schema: SchemaArgs::default(),
         }
     }
@@ -487,4 +496,10 @@ fn severity(s: &str) -> Result<mpspy_schema::lint::Severity, String> {
         "info" => Ok(Severity::Info),
         _ => Err(format!("'{s}' is not a severity: error, warning or info")),
     }
+}
+
+/// One `--inject` rule (its methods are checked against the schemas once those are known).
+fn inject_rule(s: &str) -> Result<mpspy_capture::inject::Rule, String> {
+    s.parse()
+        .map_err(|e: mpspy_capture::inject::SpecError| e.to_string())
 }

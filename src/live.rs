@@ -476,9 +476,12 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     let plan = plan(args, &program, &pargs, &mut early);
 
     let config = crate::schema_config(&args.session.schema)?;
+    let injector = live_common::injector(&args.session, &config)?;
     let clock = Clock::start();
-    let (tap, rx, recording) = live_common::capture(&args.session, &config, clock)?;
+    let (tap, rx, recording) =
+        live_common::capture(&args.session, &config, clock, injector.as_deref())?;
     let mut outputs = live_common::outputs(&args.session, recording.as_ref())?;
+    live_common::announce_injection(&tap, &mut outputs, injector.as_deref());
     let metrics = live_common::metrics(&args.session, &mut outputs, &messages)?;
     let ui = use_tui(&args.session).then(|| UiSender::new(false));
     live_common::add_screen_outputs(
@@ -495,7 +498,7 @@ pub(crate) fn run_with(args: &RunArgs, after_start: Option<AfterStart>) -> Resul
     let r = Relaying {
         tap: tap.clone(),
         ids: ConnIds::default(),
-        relays: Relays::default(),
+        relays: live_common::relays(injector.as_ref()),
         program: Arc::new(Mutex::new(Peer {
             name: name.clone(),
             pid: None,

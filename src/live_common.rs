@@ -12,6 +12,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use mpspy_capture::inject::Injector;
 use mpspy_capture::relay::Relays;
 use mpspy_capture::tap::{Clock, Tap, TapReceiver};
 use mpspy_engine::{SchemaConfig, Session};
@@ -31,6 +32,7 @@ pub(crate) fn capture(
     args: &SessionArgs,
     config: &SchemaConfig,
     clock: Clock,
+    injector: Option<&Injector>,
 ) -> Result<(Tap, TapReceiver, Option<Recording>)> {
     use mpspy_capture::record::{RECORDER, Recorder, record_live};
     use mpspy_capture::tap::DECODER;
@@ -38,8 +40,19 @@ pub(crate) fn capture(
         let (tap, rx) = Tap::single(clock, DECODER);
         return Ok((tap, rx, None));
     };
-    let recorder = Recorder::create(path, &config.choice.to_string(), clock.start_unix_ns)
-        .with_context(|| format!("--record {}", path.display()))?;
+    // A recording of an altered session says so in its header, where capinfos and Wireshark
+    // show it, not only in a control record.
+    let comments: Vec<String> = injector
+        .map(|i| format!("mpspy fault injection: {}", i.describe()))
+        .into_iter()
+        .collect();
+    let recorder = Recorder::create_with_comments(
+        path,
+        &config.choice.to_string(),
+        clock.start_unix_ns,
+        &comments,
+    )
+    .with_context(|| format!("--record {}", path.display()))?;
     let (tap, mut rx) = Tap::new(clock, &[DECODER, RECORDER]);
     let record_rx = rx.pop().expect("two receivers");
     let decode_rx = rx.pop().expect("two receivers");
@@ -52,6 +65,42 @@ pub(crate) fn capture(
             writer,
         }),
     ))
+}
+
+/// `--inject`: the rules, checked against every schema set the session may decode with (a
+/// method none of them has is an error before anything starts).
+pub(crate) fn injector(args: &SessionArgs, config: &SchemaConfig) -> Result<Option<Arc<Injector>>> {
+    use mpspy_schema::sets::{BUILTIN, Choice, builtin};
+    if args.inject.is_empty() {
+        return Ok(None);
+    }
+    let mut sets = config.user.clone();
+    match &config.choice {
+        Choice::Fixed(name) => sets.extend(builtin(name)),
+        Choice::Auto => sets.extend(BUILTIN.iter().filter_map(|n| builtin(n))),
+    }
+    let injector =
+        Injector::new(args.inject.clone(), &sets).map_err(|e| anyhow::anyhow!("--inject: {e}"))?;
+    Ok(Some(Arc::new(injector)))
+}
+
+/// Relays for the session: with `--inject` rules, relays that inject them.
+pub(crate) fn relays(injector: Option<&Arc<Injector>>) -> Relays {
+    injector.map_or_else(Relays::default, |i| Relays::with_injector(i.clone()))
+}
+
+/// Says at the start, in every output, that this session's traffic is altered.
+pub(crate) fn announce_injection(tap: &Tap, outputs: &mut Outputs, injector: Option<&Injector>) {
+    if let Some(i) = injector {
+        outputs.injecting = Some(i.describe());
+        tap.notice(
+            NoticeLevel::Warning,
+            format!(
+                "fault injection is on: {}; mpspy delays, answers or cuts what these match, and says so in `injected` events",
+                i.describe()
+            ),
+        );
+    }
 }
 
 /// A live recording being written.
@@ -352,6 +401,22 @@ pub(crate) fn print_summary(messages: &Messages, how: &str, outputs: &Outputs) {
             text.push_str(&format!("\n  … and {} more", outputs.left.len() - SHOWN));
         }
         messages.say(&text);
+    }
+    if let Some(rules) = &outputs.injecting {
+        let total: u64 = outputs.injected.values().sum();
+        let kinds: Vec<String> = outputs
+            .injected
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        messages.say(&format!(
+            "mpspy: fault injection was on ({rules}): {total} fault(s) injected{}",
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            }
+        ));
     }
     if let Some(otlp) = &outputs.otlp {
         messages.say(&format!("mpspy: {}", otlp.summary()));

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use mpspy_bitcoin::args as bitcoin;
-use mpspy_capture::relay::{ConnIds, Relays};
+use mpspy_capture::relay::ConnIds;
 use mpspy_capture::tap::Clock;
 use mpspy_capture::winspawn::{self, Output};
 use mpspy_schema::event::{NoticeLevel, Peer};
@@ -87,9 +87,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let real = locate(program)?;
 
     let config = crate::schema_config(&args.session.schema)?;
+    let injector = live_common::injector(&args.session, &config)?;
     let clock = Clock::start();
-    let (tap, rx, recording) = live_common::capture(&args.session, &config, clock)?;
+    let (tap, rx, recording) =
+        live_common::capture(&args.session, &config, clock, injector.as_deref())?;
     let mut outputs = live_common::outputs(&args.session, recording.as_ref())?;
+    live_common::announce_injection(&tap, &mut outputs, injector.as_deref());
     let metrics = live_common::metrics(&args.session, &mut outputs, &messages)?;
     let ui = live_common::use_tui(&args.session).then(|| UiSender::new(false));
     live_common::add_screen_outputs(
@@ -110,7 +113,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         );
     }
     let ids = ConnIds::default();
-    let relays = Relays::default();
+    let relays = live_common::relays(injector.as_ref());
     let shims = if args.no_spawn_shim {
         None
     } else {

@@ -42,6 +42,9 @@ pub(crate) struct Outputs {
     pub(crate) left: Vec<String>,
     /// With `--otlp`: where the spans went.
     pub(crate) otlp: Option<Arc<crate::sink::otlp::OtlpStats>>,
+    /// With `--inject`: the rules, and the faults injected so far by kind, for the summary.
+    pub(crate) injecting: Option<String>,
+    pub(crate) injected: std::collections::BTreeMap<&'static str, u64>,
     /// Labels of the open connections, for [`Outputs::left`].
     labels: std::collections::HashMap<mpspy_schema::event::ConnId, String>,
 }
@@ -58,6 +61,8 @@ impl Outputs {
             findings: None,
             left: Vec::new(),
             otlp: None,
+            injecting: None,
+            injected: std::collections::BTreeMap::new(),
             labels: Default::default(),
         }
     }
@@ -176,6 +181,9 @@ impl Outputs {
     pub(crate) fn event(&mut self, e: Event) {
         match &e.kind {
             EventKind::Dropped { count, .. } => self.dropped += count,
+            EventKind::Injected { fault, .. } => {
+                *self.injected.entry(fault.kind.as_str()).or_default() += 1;
+            }
             EventKind::ConnOpened { label, .. } => {
                 self.labels.insert(e.conn, label.clone());
             }

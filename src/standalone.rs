@@ -64,9 +64,11 @@ impl Session {
     /// Starts the outputs, the decoder and the signal handlers.
     pub(crate) fn start(args: &SessionArgs, messages: Messages) -> Result<Session> {
         let config = crate::schema_config(&args.schema)?;
+        let injector = live_common::injector(args, &config)?;
         let clock = Clock::start();
-        let (tap, rx, recording) = live_common::capture(args, &config, clock)?;
+        let (tap, rx, recording) = live_common::capture(args, &config, clock, injector.as_deref())?;
         let mut outputs = live_common::outputs(args, recording.as_ref())?;
+        live_common::announce_injection(&tap, &mut outputs, injector.as_deref());
         let metrics = live_common::metrics(args, &mut outputs, &messages)?;
         let ui = live_common::use_tui(args).then(|| UiSender::new(false));
         live_common::add_screen_outputs(args, &mut outputs, ui.as_ref().map(|u| &u.0), &messages);
@@ -98,7 +100,7 @@ impl Session {
             messages,
             tap,
             ids: ConnIds::default(),
-            relays: Relays::default(),
+            relays: live_common::relays(injector.as_ref()),
             decoder,
             recording,
             metrics,

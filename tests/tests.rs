@@ -11,6 +11,9 @@ mod call;
 mod common;
 mod decode;
 mod diff;
+// Wraps the test peer on a unix socket and drives it with `mpspy call` and pycapnp.
+#[cfg(unix)]
+mod inject;
 mod lints;
 #[cfg(unix)]
 mod live;

@@ -9,6 +9,7 @@
 
 #[cfg(unix)]
 pub mod fd;
+pub mod inject;
 pub mod record;
 pub mod relay;
 pub mod shim;

@@ -10,6 +10,9 @@
 //!   object with the label and both processes (name, pid, argv).
 //! - One enhanced packet block per Cap'n Proto frame, nanosecond timestamps (`if_tsresol` 9),
 //!   direction in `epb_flags`: inbound (1) = client→server, outbound (2) = server→client.
+//! - With `--inject`: a second section comment `mpspy fault injection: RULES`; each fault as an
+//!   `injected` control record, except a call mpspy answered itself: the answer is recorded as
+//!   the frame its receiver got, with a packet comment `mpspy-injected {fault as JSON}`.
 //!
 //! - At the end, one interface statistics block per connection: `isb_ifrecv` (frames that
 //!   crossed the relay) and `isb_ifdrop` (those the recording could not keep because the disk
@@ -29,7 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::tap::Consumer;
-use mpspy_schema::event::{ConnId, Direction, NoticeLevel, Peer};
+use mpspy_schema::event::{ConnId, Direction, Fault, NoticeLevel, Peer};
 use pcap_file::DataLink;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
@@ -48,6 +51,8 @@ pub const FORMAT_VERSION: u32 = 1;
 /// is told from a text log before it is read.
 pub const PCAPNG_MAGIC: [u8; 4] = [0x0A, 0x0D, 0x0D, 0x0A];
 const MAGIC: &str = "mpspy-recording";
+/// How a packet comment marks a frame mpspy sent in a peer's place (followed by the fault).
+const INJECTED: &str = "mpspy-injected ";
 
 /// Why a recording could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,11 @@ enum Control {
     Notice {
         level: NoticeLevel,
         text: String,
+    },
+    Injected {
+        conn: ConnId,
+        dir: Direction,
+        fault: Fault,
     },
     Bad {
         conn: ConnId,
@@ -177,6 +187,16 @@ impl Recorder<File> {
     pub fn create(path: &Path, schemas: &str, start_unix_ns: u64) -> Result<Self, RecordError> {
         Recorder::new(File::create(path)?, schemas, start_unix_ns)
     }
+
+    /// [`create`](Self::create), with more section comments (`--inject` says so in the header).
+    pub fn create_with_comments(
+        path: &Path,
+        schemas: &str,
+        start_unix_ns: u64,
+        comments: &[String],
+    ) -> Result<Self, RecordError> {
+        Recorder::with_comments(File::create(path)?, schemas, start_unix_ns, comments)
+    }
 }
 
 fn interface(
@@ -201,7 +221,17 @@ fn interface(
 impl<W: Write> Recorder<W> {
     /// Starts a recording on `out`.
     pub fn new(out: W, schemas: &str, start_unix_ns: u64) -> Result<Self, RecordError> {
-        let section = SectionHeaderBlock {
+        Recorder::with_comments(out, schemas, start_unix_ns, &[])
+    }
+
+    /// [`new`](Self::new), with more section comments after the one that makes it a recording.
+    pub fn with_comments(
+        out: W,
+        schemas: &str,
+        start_unix_ns: u64,
+        comments: &[String],
+    ) -> Result<Self, RecordError> {
+        let mut section = SectionHeaderBlock {
             endianness: pcap_file::Endianness::Little,
             major_version: 1,
             minor_version: 0,
@@ -216,6 +246,11 @@ impl<W: Write> Recorder<W> {
                 ))),
             ],
         };
+        section.options.extend(
+            comments
+                .iter()
+                .map(|c| SectionHeaderOption::Comment(Cow::Owned(c.clone()))),
+        );
         let mut out =
             PcapNgWriter::with_section_header(BufWriter::with_capacity(FLUSH_BYTES, out), section)?;
         out.write_pcapng_block(interface(
@@ -354,6 +389,49 @@ impl<W: Write> Recorder<W> {
             )?,
             Tapped::Dropped { t_ns, count } => {
                 self.control(*t_ns, &Control::Dropped { count: *count })?
+            }
+            Tapped::Injected {
+                conn,
+                dir,
+                t_ns,
+                fault,
+                frame: None,
+            } => self.control(
+                *t_ns,
+                &Control::Injected {
+                    conn: *conn,
+                    dir: *dir,
+                    fault: fault.clone(),
+                },
+            )?,
+            // The answer mpspy sent: a frame of the opposite direction, as its receiver got it,
+            // marked so that Wireshark users see it and replay puts the fault back.
+            Tapped::Injected {
+                conn,
+                dir,
+                t_ns,
+                fault,
+                frame: Some(bytes),
+            } => {
+                let Some(&interface_id) = self.interfaces.get(conn) else {
+                    return Ok(());
+                };
+                let flags = match dir.reverse() {
+                    Direction::ClientToServer => FLAG_INBOUND,
+                    Direction::ServerToClient => FLAG_OUTBOUND,
+                };
+                let fault = serde_json::to_string(fault).map_err(io::Error::other)?;
+                self.out.write_pcapng_block(EnhancedPacketBlock {
+                    interface_id,
+                    timestamp: self.timestamp(*t_ns),
+                    original_len: bytes.len() as u32,
+                    data: Cow::Borrowed(bytes),
+                    options: vec![
+                        EnhancedPacketOption::Flags(flags),
+                        EnhancedPacketOption::Comment(Cow::Owned(format!("{INJECTED}{fault}"))),
+                    ],
+                })?;
+                *self.written.entry(*conn).or_default() += 1;
             }
             Tapped::Notice { t_ns, level, text } => self.control(
                 *t_ns,
@@ -527,6 +605,25 @@ pub fn read_streaming<R: Read>(
                         let offset = offsets.entry((conn, dir)).or_default();
                         let at = *offset;
                         *offset += epb.data.len() as u64;
+                        let injected = epb.options.iter().find_map(|o| match o {
+                            EnhancedPacketOption::Comment(c) => c
+                                .strip_prefix(INJECTED)
+                                .and_then(|j| serde_json::from_str::<Fault>(j).ok()),
+                            _ => None,
+                        });
+                        if let Some(fault) = injected {
+                            f(
+                                &header,
+                                Tapped::Injected {
+                                    conn,
+                                    dir: dir.reverse(),
+                                    t_ns,
+                                    fault,
+                                    frame: Some(epb.data.into_owned()),
+                                },
+                            );
+                            continue;
+                        }
                         f(
                             &header,
                             Tapped::Frame {
@@ -548,6 +645,16 @@ pub fn read_streaming<R: Read>(
                         Ok(Control::Notice { level, text }) => {
                             f(&header, Tapped::Notice { t_ns, level, text })
                         }
+                        Ok(Control::Injected { conn, dir, fault }) => f(
+                            &header,
+                            Tapped::Injected {
+                                conn,
+                                dir,
+                                t_ns,
+                                fault,
+                                frame: None,
+                            },
+                        ),
                         Ok(Control::Bad {
                             conn,
                             dir,
@@ -690,6 +797,47 @@ mod tests {
                 reason: "client closed the connection".into(),
             },
         ]
+    }
+
+    /// Faults read back as written: the answer mpspy sent as a frame of the other direction
+    /// with its fault in the packet comment, the others as control records; the header's
+    /// extra comment does not disturb it.
+    #[test]
+    fn injected_faults_round_trip() {
+        use mpspy_schema::event::FaultKind;
+        let fault = |kind, question: Option<u32>| Fault {
+            kind,
+            method: question.map(|_| "Mining.getTip".to_string()),
+            question,
+            detail: "answered with overloaded: busy".into(),
+        };
+        let mut items = sample();
+        items.truncate(2);
+        items.push(Tapped::Injected {
+            conn: 1,
+            dir: Direction::ClientToServer,
+            t_ns: 1_000,
+            fault: fault(FaultKind::Exception, Some(3)),
+            frame: Some(vec![0, 0, 0, 0, 0, 0, 0, 0]),
+        });
+        items.push(Tapped::Injected {
+            conn: 1,
+            dir: Direction::ClientToServer,
+            t_ns: 2_000,
+            fault: fault(FaultKind::Disconnect, None),
+            frame: None,
+        });
+        let mut buf = Vec::new();
+        let comments = ["mpspy fault injection: Mining.getTip:exception=overloaded".to_string()];
+        let mut r = Recorder::with_comments(&mut buf, "master", 1, &comments).unwrap();
+        for item in &items {
+            r.write(item).unwrap();
+        }
+        drop(r);
+        let mut got = Vec::new();
+        let (h, end) = read(&buf[..], |t| got.push(t)).unwrap();
+        assert_eq!((h.schemas.as_str(), end), ("master", End::Complete));
+        assert_eq!(got, items);
     }
 
     #[test]

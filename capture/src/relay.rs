@@ -25,9 +25,11 @@ use std::time::Instant;
 
 use mpspy_schema::event::{ConnId, Direction, Peer};
 
+use crate::inject::{DirFaults, Injector, Verdict};
 use crate::tap::Tap;
 use mpspy_engine::Tapped;
-use mpspy_engine::framing::Splitter;
+use mpspy_engine::framing::{Piece, Splitter};
+use mpspy_schema::event::{Fault, FaultKind};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 64 * 1024;
@@ -78,6 +80,8 @@ pub struct Relays {
     live: Arc<Mutex<Vec<LiveConn>>>,
     /// Signalled whenever a connection ends.
     ended: Arc<std::sync::Condvar>,
+    /// `--inject` rules, when given: every connection relayed from now on gets them.
+    injector: Option<Arc<Injector>>,
 }
 
 struct LiveConn {
@@ -96,6 +100,15 @@ impl std::fmt::Debug for LiveConn {
 }
 
 impl Relays {
+    /// Relays that inject the faults of `injector` into every connection (`--inject`).
+    #[must_use]
+    pub fn with_injector(injector: Arc<Injector>) -> Self {
+        Relays {
+            injector: Some(injector),
+            ..Relays::default()
+        }
+    }
+
     /// Closes every live connection; each reports `reason` in its `conn_closed` event.
     pub fn close_all(&self, reason: &str) {
         let live = self
@@ -181,23 +194,28 @@ pub fn relay<S: Stream>(
     announce(&tap, conn, info);
     let first_end: Arc<Mutex<Option<String>>> = Arc::default();
     relays.add(conn, &client, &server, &first_end)?;
+    let (c2s, s2c) = match &relays.injector {
+        None => (
+            spawn_pump(
+                conn,
+                Direction::ClientToServer,
+                client.try_clone()?,
+                server.try_clone()?,
+                tap.clone(),
+                first_end.clone(),
+            )?,
+            spawn_pump(
+                conn,
+                Direction::ServerToClient,
+                server,
+                client,
+                tap.clone(),
+                first_end.clone(),
+            )?,
+        ),
+        Some(injector) => spawn_inject_pumps(conn, client, server, &tap, &first_end, injector)?,
+    };
     let relays = relays.clone();
-    let c2s = spawn_pump(
-        conn,
-        Direction::ClientToServer,
-        client.try_clone()?,
-        server.try_clone()?,
-        tap.clone(),
-        first_end.clone(),
-    )?;
-    let s2c = spawn_pump(
-        conn,
-        Direction::ServerToClient,
-        server,
-        client,
-        tap.clone(),
-        first_end.clone(),
-    )?;
     thread::Builder::new()
         .name(format!("mpspy-conn-{conn}"))
         .spawn(move || {
@@ -297,6 +315,256 @@ fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &
     };
     if let Some(p) = splitter.finish() {
         tap.send(p.tapped(conn, dir, tap.clock.now_ns()));
+    }
+    end
+}
+
+/// Cuts a connection on purpose (an injected fault): says why before both sockets close, so the
+/// `conn_closed` event gives this reason rather than the EOF it causes.
+type Cut = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Set once a connection is cut on purpose, so that a pump holding a call back (a `delay`)
+/// stops waiting at once instead of at the end of its delay.
+#[derive(Debug, Default)]
+struct CutSignal {
+    cut: Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl CutSignal {
+    fn cut(&self) {
+        if let Ok(mut c) = self.cut.lock() {
+            *c = true;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits `d`, or less if the connection is cut meanwhile.
+    fn sleep(&self, d: Duration) {
+        if let Ok(c) = self.cut.lock() {
+            let _ = self.changed.wait_timeout_while(c, d, |cut| !*cut);
+        }
+    }
+}
+
+/// The pumps of a connection with `--inject` rules: both sides' writing ends are shared, so
+/// that a pump can answer a call in the callee's place between two frames the other pump
+/// forwards. Timed disconnects get a timer thread each.
+fn spawn_inject_pumps<S: Stream>(
+    conn: ConnId,
+    client: S,
+    server: S,
+    tap: &Tap,
+    first_end: &Arc<Mutex<Option<String>>>,
+    injector: &Arc<Injector>,
+) -> io::Result<(JoinHandle<()>, JoinHandle<()>)> {
+    let to_client = Arc::new(Mutex::new(client.try_clone()?));
+    let to_server = Arc::new(Mutex::new(server.try_clone()?));
+    let signal = Arc::new(CutSignal::default());
+    let cut: Cut = {
+        // Clones of their own: the shared writing ends may be held by a pump blocked in a
+        // write, and a cut must not wait for it.
+        let sockets = Mutex::new((client.try_clone()?, server.try_clone()?));
+        let first_end = first_end.clone();
+        let signal = signal.clone();
+        Arc::new(move |why: &str| {
+            signal.cut();
+            if let Ok(mut f) = first_end.lock() {
+                f.get_or_insert_with(|| why.to_string());
+            }
+            if let Ok(s) = sockets.lock() {
+                let _ = s.0.shutdown(Shutdown::Both);
+                let _ = s.1.shutdown(Shutdown::Both);
+            }
+        })
+    };
+    for (rule, after) in injector.timed_disconnects() {
+        let (tap, cut, first_end, injector) = (
+            tap.clone(),
+            cut.clone(),
+            first_end.clone(),
+            injector.clone(),
+        );
+        thread::Builder::new()
+            .name(format!("mpspy-cut-{conn}"))
+            .spawn(move || {
+                thread::sleep(after);
+                let open = first_end.lock().is_ok_and(|f| f.is_none());
+                if open && injector.fires(rule) {
+                    let detail = format!(
+                        "cut the connection {} after it opened ({})",
+                        crate::inject::show_duration(after),
+                        injector.text(rule)
+                    );
+                    tap.send_control(Tapped::Injected {
+                        conn,
+                        dir: Direction::ClientToServer,
+                        t_ns: tap.clock.now_ns(),
+                        fault: Fault {
+                            kind: FaultKind::Disconnect,
+                            method: None,
+                            question: None,
+                            detail: detail.clone(),
+                        },
+                        frame: None,
+                    });
+                    cut(&format!("mpspy {detail}"));
+                }
+            })?;
+    }
+    let pump = |dir: Direction, from: S, to: &Arc<Mutex<S>>, back: &Arc<Mutex<S>>| {
+        let name = match dir {
+            Direction::ClientToServer => format!("mpspy-c2s-{conn}"),
+            Direction::ServerToClient => format!("mpspy-s2c-{conn}"),
+        };
+        let (to, back, tap, first_end, cut, signal) = (
+            to.clone(),
+            back.clone(),
+            tap.clone(),
+            first_end.clone(),
+            cut.clone(),
+            signal.clone(),
+        );
+        let faults = DirFaults::new(injector.clone(), dir);
+        thread::Builder::new().name(name).spawn(move || {
+            let end = inject_pump(conn, dir, from, &to, &back, &tap, faults, (&cut, &signal));
+            if let Ok(mut f) = first_end.lock() {
+                f.get_or_insert(end);
+            }
+            if let Ok(to) = to.lock() {
+                let _ = to.shutdown(Shutdown::Write);
+            }
+        })
+    };
+    let c2s = pump(Direction::ClientToServer, client, &to_server, &to_client)?;
+    let s2c = pump(Direction::ServerToClient, server, &to_client, &to_server)?;
+    Ok((c2s, s2c))
+}
+
+/// Writes `bytes` on a shared writing end. Frames are written whole under its lock, so what the
+/// other pump injects lands between two frames, never inside one.
+fn write_shared<S: Stream>(to: &Mutex<S>, bytes: &[u8]) -> bool {
+    bytes.is_empty() || to.lock().is_ok_and(|mut to| to.write_all(bytes).is_ok())
+}
+
+/// [`pump`] with faults: copies `from` to `to` frame by frame, and for each frame does what
+/// its [`Verdict`] says (forward, hold, answer on `back` instead, drop, cut). Frames reach the
+/// tap before anything is done with them, as in [`pump`], and each fault right after its
+/// frame. Once framing is lost the rest of the direction is forwarded as it comes, unaltered.
+#[allow(clippy::too_many_arguments)]
+fn inject_pump<S: Stream>(
+    conn: ConnId,
+    dir: Direction,
+    mut from: S,
+    to: &Mutex<S>,
+    back: &Mutex<S>,
+    tap: &Tap,
+    mut faults: DirFaults,
+    (cut, signal): (&Cut, &CutSignal),
+) -> String {
+    let side = match dir {
+        Direction::ClientToServer => "client",
+        Direction::ServerToClient => "server",
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut splitter = Splitter::new();
+    let mut pieces = Vec::new();
+    let mut batch: Vec<Arc<Tapped>> = Vec::new();
+    // Bytes read and not yet forwarded or dropped: whole frames at the front, then the start
+    // of the next one.
+    let mut unsent: Vec<u8> = Vec::new();
+    let mut plan: Vec<(std::ops::Range<usize>, Verdict)> = Vec::new();
+    let (mut raw, mut write_failed, mut was_cut) = (false, false, false);
+    let end = loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break format!("{side} closed the connection"),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break format!("{side} connection error: {e}"),
+        };
+        splitter.push(&buf[..n], &mut pieces);
+        let t_ns = tap.clock.now_ns();
+        if !raw {
+            unsent.extend_from_slice(&buf[..n]);
+        }
+        let mut at = 0;
+        for piece in pieces.drain(..) {
+            match &piece {
+                Piece::Frame { bytes, .. } if !raw => {
+                    let verdict = faults.verdict(bytes);
+                    let len = bytes.len();
+                    let extra = verdict.tapped(conn, dir, t_ns);
+                    batch.push(Arc::new(piece.tapped(conn, dir, t_ns)));
+                    batch.extend(extra.map(Arc::new));
+                    plan.push((at..at + len, verdict));
+                    at += len;
+                }
+                Piece::Bad { stopped: true, .. } => {
+                    raw = true;
+                    batch.push(Arc::new(piece.tapped(conn, dir, t_ns)));
+                }
+                _ => batch.push(Arc::new(piece.tapped(conn, dir, t_ns))),
+            }
+        }
+        if !batch.is_empty() {
+            tap.send_batch(&batch);
+            batch.clear();
+        }
+        // Forward runs of frames in one write each; act where a verdict says so.
+        let mut run = 0;
+        for (range, verdict) in plan.drain(..) {
+            if was_cut {
+                break;
+            }
+            match verdict {
+                Verdict::Forward => continue,
+                Verdict::Delay(by, _) => {
+                    write_failed |= !write_failed && !write_shared(to, &unsent[run..range.start]);
+                    signal.sleep(by);
+                    run = range.start;
+                }
+                Verdict::Answer(_, frame) => {
+                    write_failed |= !write_failed && !write_shared(to, &unsent[run..range.start]);
+                    // A caller that is gone cannot take its answer; nothing else to do.
+                    let _ = write_shared(back, &frame);
+                    run = range.end;
+                }
+                Verdict::Swallow => {
+                    write_failed |= !write_failed && !write_shared(to, &unsent[run..range.start]);
+                    run = range.end;
+                }
+                Verdict::Cut(fault) => {
+                    write_failed |= !write_failed && !write_shared(to, &unsent[run..range.start]);
+                    cut(&format!("mpspy {}", fault.detail));
+                    was_cut = true;
+                }
+            }
+        }
+        if was_cut {
+            // Both sockets are shut: what is left is read until EOF and dropped.
+            unsent.clear();
+            continue;
+        }
+        if raw {
+            // Framing is lost: the tail (and all that follows) goes on as it comes.
+            let rest = if unsent.is_empty() {
+                &buf[..n]
+            } else {
+                &unsent[run..]
+            };
+            write_failed |= !write_failed && !write_shared(to, rest);
+            unsent = Vec::new();
+        } else {
+            write_failed |= !write_failed && !write_shared(to, &unsent[run..at]);
+            unsent.drain(..at);
+        }
+    };
+    if let Some(p) = splitter.finish() {
+        tap.send(p.tapped(conn, dir, tap.clock.now_ns()));
+    }
+    // A torn last frame still goes on, as it would without mpspy.
+    if !was_cut && !write_failed {
+        write_shared(to, &unsent);
     }
     end
 }
@@ -523,10 +791,13 @@ mod tests {
     }
 
     fn relayed(conn: ConnId) -> Relayed {
+        relayed_with(conn, Relays::default())
+    }
+
+    fn relayed_with(conn: ConnId, relays: Relays) -> Relayed {
         let (client, client_side) = tcp_pair();
         let (server_side, server) = tcp_pair();
         let (tap, rx) = Tap::single(Clock::start(), Consumer::eager(1 << 30));
-        let relays = Relays::default();
         let done = relay(
             conn,
             client_side,
@@ -642,5 +913,131 @@ mod tests {
                 "round {i}: the answer was tapped before the message"
             );
         }
+    }
+
+    /// One frame off a stream (the segment table says how long it is).
+    fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+        let mut frame = vec![0u8; 8];
+        s.read_exact(&mut frame).unwrap();
+        loop {
+            match mpspy_schema::wire::frame_len(&frame).unwrap() {
+                Some(len) if len <= frame.len() => return frame,
+                Some(len) => {
+                    let at = frame.len();
+                    frame.resize(len, 0);
+                    s.read_exact(&mut frame[at..]).unwrap();
+                }
+                None => {
+                    let at = frame.len();
+                    frame.resize(at + 8, 0);
+                    s.read_exact(&mut frame[at..]).unwrap();
+                }
+            }
+        }
+    }
+
+    fn message(build: impl FnOnce(capnp_rpc::rpc_capnp::message::Builder<'_>)) -> Vec<u8> {
+        let mut b = capnp::message::Builder::new_default();
+        build(b.init_root());
+        let mut out = Vec::new();
+        capnp::serialize::write_message(&mut out, &b).unwrap();
+        out
+    }
+
+    fn call(question: u32, (iface, method): (u64, u16)) -> Vec<u8> {
+        message(|m| {
+            let mut c = m.init_call();
+            c.set_question_id(question);
+            c.set_interface_id(iface);
+            c.set_method_id(method);
+            c.reborrow().init_target().set_imported_cap(0);
+            c.init_params();
+        })
+    }
+
+    fn finish(question: u32) -> Vec<u8> {
+        message(|m| m.init_finish().set_question_id(question))
+    }
+
+    /// With an exception rule, in one write: a call that matches, its Finish and a call that
+    /// does not. The server gets only the last, byte for byte; the client gets mpspy's answer
+    /// to the first; the tap has the three frames, the fault with its answer, in that order.
+    #[test]
+    fn an_injecting_relay_answers_a_call_in_the_callees_place() {
+        use crate::inject::{Injector, Rule};
+        let set = mpspy_schema::sets::builtin("master").unwrap();
+        let ids = |iface: &str, method: &str| {
+            set.interfaces()
+                .find(|(_, i)| i.name == iface)
+                .and_then(|(id, i)| {
+                    i.methods
+                        .iter()
+                        .find(|m| m.name == method)
+                        .map(|m| (id, m.ordinal))
+                })
+                .unwrap()
+        };
+        let rule: Rule = "Mining.getTip:exception=overloaded:busy".parse().unwrap();
+        let injector = Injector::new(vec![rule], std::slice::from_ref(&set)).unwrap();
+        let Relayed {
+            mut client,
+            mut server,
+            tap,
+            mut rx,
+            relays: _relays,
+            done,
+        } = relayed_with(1, Relays::with_injector(Arc::new(injector)));
+        let passes = call(8, ids("Mining", "isTestChain"));
+        let mut sent = call(7, ids("Mining", "getTip"));
+        sent.extend(finish(7));
+        sent.extend(&passes);
+        client.write_all(&sent).unwrap();
+        assert_eq!(read_frame(&mut server), passes);
+        let answer = read_frame(&mut client);
+        let (msg, _) = mpspy_schema::wire::Message::parse(&answer).unwrap();
+        match mpspy_schema::rpc::decode(&msg).unwrap() {
+            mpspy_schema::rpc::Rpc::Return(r) => {
+                assert_eq!(r.answer, 7);
+                assert!(matches!(
+                    r.outcome,
+                    mpspy_schema::rpc::Outcome::Exception(e) if e.kind == "overloaded" && e.reason == "busy"
+                ));
+            }
+            other => panic!("not a return: {other:?}"),
+        }
+        // Nothing else reached the server: the next bytes it gets are the EOF.
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).unwrap();
+        assert!(
+            rest.is_empty(),
+            "{} more bytes reached the server",
+            rest.len()
+        );
+        drop(server);
+        done.join().unwrap();
+        tap.finish();
+        let clock = tap.clock;
+        let mut got = Vec::new();
+        while let Some(i) = rx.recv(&clock) {
+            match &*i {
+                Tapped::Frame { bytes, .. } => got.push(format!("frame {}", bytes.len())),
+                Tapped::Injected {
+                    fault,
+                    frame: Some(f),
+                    ..
+                } if *f == answer => got.push(format!("injected {}", fault.kind.as_str())),
+                _ => {}
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                format!("frame {}", sent.len() - finish(7).len() - passes.len()),
+                "injected exception".into(),
+                format!("frame {}", finish(7).len()),
+                format!("frame {}", passes.len()),
+            ]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! not be framed, and mpspy's own notices. Live relays, recordings and tests all produce these,
 //! so every source goes through [`Session::apply`](crate::Session::apply).
 
-use mpspy_schema::event::{ConnId, Direction, NoticeLevel, Peer};
+use mpspy_schema::event::{ConnId, Direction, Fault, NoticeLevel, Peer};
 
 /// One thing a source saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,23 @@ pub enum Tapped {
         /// The notice.
         text: String,
     },
+    /// A fault mpspy injected into a connection (`--inject`). When mpspy answered a call itself,
+    /// `frame` is the message it sent the caller in its place (a `Return` carrying the
+    /// exception): it is decoded as a frame in the direction opposite to `dir`, right after
+    /// the fault, so the call pairs with the answer the caller really received.
+    Injected {
+        /// Connection number.
+        conn: ConnId,
+        /// The direction of the call it concerns (the caller's), or client→server for a
+        /// connection-wide fault.
+        dir: Direction,
+        /// When.
+        t_ns: u64,
+        /// What was done.
+        fault: Fault,
+        /// The frame mpspy sent the caller, when it answered in the callee's place.
+        frame: Option<Vec<u8>>,
+    },
     /// Items were dropped because the decoder fell behind.
     Dropped {
         /// When this was noticed.
@@ -80,6 +97,7 @@ impl Tapped {
             | Tapped::Bad { t_ns, .. }
             | Tapped::Closed { t_ns, .. }
             | Tapped::Notice { t_ns, .. }
+            | Tapped::Injected { t_ns, .. }
             | Tapped::Dropped { t_ns, .. } => *t_ns,
         }
     }
@@ -92,6 +110,7 @@ impl Tapped {
             | Tapped::Bad { t_ns, .. }
             | Tapped::Closed { t_ns, .. }
             | Tapped::Notice { t_ns, .. }
+            | Tapped::Injected { t_ns, .. }
             | Tapped::Dropped { t_ns, .. } => t_ns,
         }
     }

@@ -409,6 +409,17 @@ pub enum EventKind {
         /// Connections with pending calls.
         connections: Vec<ConnPending>,
     },
+    /// mpspy injected a fault (`--inject`, docs/inject.md): it held a call back, answered it
+    /// with an exception instead of forwarding it, or cut the connection. Only ever emitted when
+    /// fault injection was asked for.
+    Injected {
+        /// What was done.
+        #[serde(flatten)]
+        fault: Fault,
+        /// `seq` of the call event it concerns, when it concerns a call that was seen.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_seq: Option<u64>,
+    },
     /// Events were dropped because a consumer was slow.
     Dropped {
         /// Events dropped since the previous `dropped` event.
@@ -416,6 +427,46 @@ pub enum EventKind {
         /// Total dropped in this session.
         total: u64,
     },
+}
+
+/// The kind of fault `--inject` put into a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// A call (and what followed it in its direction) was held back before being forwarded.
+    Delay,
+    /// A call was answered with an exception by mpspy and never reached the callee.
+    Exception,
+    /// mpspy closed both sides of the connection.
+    Disconnect,
+}
+
+impl FaultKind {
+    /// `delay`, `exception` or `disconnect`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Delay => "delay",
+            FaultKind::Exception => "exception",
+            FaultKind::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// One fault mpspy injected, as the relay saw it (the engine adds the call's `seq`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// What was done.
+    pub kind: FaultKind,
+    /// `Interface.method` of the call it was done to (none for a timed disconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The call's question id (the caller's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<u32>,
+    /// One line for people, e.g. `held 5s before forwarding` or
+    /// `answered with overloaded: injected by mpspy; not forwarded`.
+    pub detail: String,
 }
 
 /// A lint: what the engine found wrong with how the peers use IPC. The optional fields say what
@@ -552,6 +603,7 @@ impl EventKind {
             EventKind::Lint(_) => "lint",
             EventKind::Stuck { .. } => "stuck",
             EventKind::Snapshot { .. } => "snapshot",
+            EventKind::Injected { .. } => "injected",
             EventKind::Dropped { .. } => "dropped",
         }
     }

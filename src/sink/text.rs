@@ -299,6 +299,22 @@ fn describe_into(kind: &EventKind, s: &mut String) {
                 let _ = write!(s, "; thread last: {last}");
             }
         }
+        EventKind::Injected { fault, call_seq } => {
+            let _ = write!(s, "INJECTED {}", fault.kind.as_str());
+            if let Some(m) = &fault.method {
+                let _ = write!(s, " {m}");
+            }
+            match (fault.question, call_seq) {
+                (Some(q), Some(c)) => {
+                    let _ = write!(s, " (q{q}, call #{c})");
+                }
+                (Some(q), None) => {
+                    let _ = write!(s, " (q{q})");
+                }
+                _ => {}
+            }
+            let _ = write!(s, ": {}", fault.detail);
+        }
         EventKind::Dropped { count, total } => {
             let _ = write!(
                 s,

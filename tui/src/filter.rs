@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `method:Mining.*` | `Interface.method` against a glob (`*`, `?`); without glob characters, a substring |
 //! | `iface:BlockTemplate` | the interface name, same rules |
-//! | `status:error` | `ok`, `error` (= `exception`), `canceled`, `pending`, `disconnected`, `stuck` (reported stuck by the engine, returned since or not); `a,b` for either |
+//! | `status:error` | `ok`, `error` (= `exception`), `canceled`, `pending`, `disconnected`, `stuck` (reported stuck by the engine, returned since or not), `injected` (a fault `--inject` put in); `a,b` for either |
 //! | `latency>10ms` | also `>=`, `<`, `<=`; units `ns`, `us`/`µs`, `ms`, `s`; pending calls count their time so far |
 //! | `conn:2` | connection number; `conn:1,3` for either |
 //! | `thread:pyclient` | a substring of the caller's or the callee's thread name |
@@ -38,8 +38,9 @@ enum Cmp {
 enum Test {
     Method(String),
     Iface(String),
-    /// Any of these statuses, or (when set) reported stuck.
-    Status(Vec<Status>, bool),
+    /// Any of these statuses, or (when set) reported stuck, or (when set) given a fault by
+    /// `--inject`.
+    Status(Vec<Status>, bool, bool),
     Latency(Cmp, u64),
     Conn(Vec<u32>),
     Thread(String),
@@ -105,17 +106,19 @@ impl Filter {
                     ),
                     "status" | "s" => {
                         let stuck = value_lc.split(',').any(|v| v == "stuck");
+                        let injected = value_lc.split(',').any(|v| v == "injected");
                         Test::Status(
                             value_lc
                                 .split(',')
-                                .filter(|v| *v != "stuck")
+                                .filter(|v| *v != "stuck" && *v != "injected")
                                 .map(parse_status)
                                 .collect::<Option<_>>()
                                 .ok_or_else(|| {
                                     err("status is one of ok, error, canceled, pending, \
-                                         disconnected, stuck")
+                                         disconnected, stuck, injected")
                                 })?,
                             stuck,
+                            injected,
                         )
                     }
                     _ => {
@@ -237,7 +240,11 @@ impl Test {
         match self {
             Test::Method(p) => like(p, &row.method),
             Test::Iface(p) => like(p, &row.interface),
-            Test::Status(set, stuck) => set.contains(&row.status) || (*stuck && row.stuck),
+            Test::Status(set, stuck, injected) => {
+                set.contains(&row.status)
+                    || (*stuck && row.stuck)
+                    || (*injected && row.injected.is_some())
+            }
             Test::Latency(cmp, limit) => {
                 let l = row.latency_ns(now_ns);
                 match cmp {

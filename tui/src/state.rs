@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use mpspy_engine::SharedStats;
 use mpspy_engine::stats::format_ns;
-use mpspy_schema::event::{CapInfo, ConnId, Direction, Peer, PendingCall, Side, qualified};
+use mpspy_schema::event::{
+    CapInfo, ConnId, Direction, FaultKind, Peer, PendingCall, Side, qualified,
+};
 use mpspy_schema::rpc::{CapDescriptor, ExceptionInfo};
 use mpspy_schema::value::Value;
 use mpspy_schema::{Event, EventKind};
@@ -95,6 +97,8 @@ pub(crate) struct CallRow {
     pub(crate) ret: Option<ReturnPart>,
     /// The engine reported it stuck (pending past its limit); it may have returned since.
     pub(crate) stuck: bool,
+    /// A fault `--inject` put into it: what, and the fault's detail.
+    pub(crate) injected: Option<(FaultKind, String)>,
 }
 
 impl CallRow {
@@ -111,6 +115,17 @@ impl CallRow {
     /// True until a return came or the connection closed.
     pub(crate) fn is_open(&self) -> bool {
         self.ret.is_none() && self.ended_ns.is_none()
+    }
+
+    /// Its status for the list: an injected fault says so (the status itself stays what the
+    /// caller saw, so `status:error` still finds an injected exception).
+    pub(crate) fn status_text(&self) -> String {
+        match &self.injected {
+            None => self.status.label().to_string(),
+            Some((FaultKind::Exception, _)) => "injected".to_string(),
+            Some((FaultKind::Disconnect, _)) => "injected cut".to_string(),
+            Some((FaultKind::Delay, _)) => format!("{} +delay", self.status.label()),
+        }
     }
 }
 
@@ -441,6 +456,7 @@ impl State {
                     status: Status::Pending,
                     canceled_ns: None,
                     stuck: false,
+                    injected: None,
                     ended_ns: None,
                     ret: None,
                 });
@@ -490,6 +506,7 @@ impl State {
                     status: Status::Pending,
                     canceled_ns: None,
                     stuck: false,
+                    injected: None,
                     ended_ns: None,
                     ret: None,
                 });
@@ -697,6 +714,22 @@ impl State {
                     row.stuck = true;
                 }
             }
+            EventKind::Injected { fault, call_seq } => {
+                let what = match (&fault.method, fault.question) {
+                    (Some(m), Some(q)) => format!(" {m} (q{q})"),
+                    _ => String::new(),
+                };
+                self.note(
+                    e,
+                    format!("INJECTED {}{what}: {}", fault.kind.as_str(), fault.detail),
+                    true,
+                );
+                if let Some(id) = call_seq.and_then(|s| self.open.get(&s).copied())
+                    && let Some(row) = self.row_mut(id)
+                {
+                    row.injected = Some((fault.kind, fault.detail.clone()));
+                }
+            }
             EventKind::Lint(l) => {
                 // Info lints (a long poll cut by a disconnect) are often deliberate: shown,
                 // not counted as problems.
@@ -745,6 +778,56 @@ impl State {
 mod tests {
     use super::*;
     use crate::fixture;
+
+    /// An injected fault marks its call's status and writes a Log line; `status:injected`
+    /// finds the call.
+    #[test]
+    fn an_injected_fault_marks_its_call_and_the_log() {
+        let events = fixture::session();
+        let call = events
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::Call(c) if c.method == "echo"))
+            .unwrap();
+        let ret = events
+            .iter()
+            .position(|e| matches!(&e.kind, EventKind::Return(r) if r.call_seq == Some(call.seq)))
+            .unwrap();
+        let mut s = State::new(100);
+        for e in &events[..ret] {
+            s.apply(e);
+        }
+        s.apply(&Event {
+            seq: 10_000,
+            t_ns: call.t_ns,
+            conn: call.conn,
+            dir: call.dir,
+            kind: EventKind::Injected {
+                fault: mpspy_schema::event::Fault {
+                    kind: FaultKind::Delay,
+                    method: Some("Echo.echo".into()),
+                    question: Some(0),
+                    detail: "held 5s before forwarding".into(),
+                },
+                call_seq: Some(call.seq),
+            },
+        });
+        for e in &events[ret..] {
+            s.apply(e);
+        }
+        let row = s.calls.iter().find(|r| r.seq == call.seq).unwrap();
+        assert_eq!(row.status_text(), "ok +delay");
+        assert!(
+            s.log
+                .iter()
+                .any(|l| l.problem && l.text.contains("INJECTED delay Echo.echo (q0)")),
+            "{:?}",
+            s.log
+        );
+        let f = crate::filter::Filter::parse("status:injected").unwrap();
+        let shown: Vec<_> = s.calls.iter().filter(|r| f.matches(r, 0)).collect();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].seq, call.seq);
+    }
 
     /// A stuck report marks its call: counted while it is pending, found by `status:stuck`
     /// after it returned too.

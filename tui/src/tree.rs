@@ -247,6 +247,14 @@ pub(crate) fn build(
         format!("at {}{threads} · {} bytes", time(row.t_ns), row.bytes),
         LineKind::Meta,
     );
+    if let Some((kind, detail)) = &row.injected {
+        b.line(
+            1,
+            "call.injected".into(),
+            format!("injected by mpspy ({}): {detail}", kind.as_str()),
+            LineKind::Header,
+        );
+    }
     if !row.cap_table.is_empty() {
         b.line(
             1,

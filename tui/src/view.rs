@@ -331,8 +331,12 @@ fn call_row<'a>(app: &App, r: &'a CallRow, now: u64, wide: bool) -> Row<'a> {
         Cell::from(method),
         Cell::from(latency),
         Cell::from(Span::styled(
-            r.status.label().to_string(),
-            status_style(&r.status),
+            r.status_text(),
+            if r.injected.is_some() {
+                status_style(&r.status).reversed()
+            } else {
+                status_style(&r.status)
+            },
         )),
     ]);
     Row::new(cells)

@@ -584,6 +584,13 @@ impl Session {
                     text: text.clone(),
                 },
             ),
+            Tapped::Injected {
+                conn,
+                dir,
+                t_ns,
+                fault,
+                frame,
+            } => self.injected(*conn, *dir, *t_ns, fault, frame.as_deref()),
             Tapped::Dropped { t_ns, count } => {
                 self.dropped_total += count;
                 let total = self.dropped_total;
@@ -597,6 +604,38 @@ impl Session {
                     },
                 );
             }
+        }
+    }
+
+    /// A fault mpspy injected: the event (naming the call it concerns, still pending), then the
+    /// answer mpspy sent in the callee's place, if any, as the caller received it.
+    fn injected(
+        &mut self,
+        conn: ConnId,
+        dir: Direction,
+        t_ns: u64,
+        fault: &mpspy_schema::event::Fault,
+        frame: Option<&[u8]>,
+    ) {
+        let call_seq = fault.question.and_then(|q| {
+            self.conns
+                .get(&conn)
+                .and_then(|c| c.questions.get(&(dir, q)))
+                .map(|q| q.call_seq)
+        });
+        self.emit(
+            conn,
+            Some(dir),
+            t_ns,
+            EventKind::Injected {
+                fault: fault.clone(),
+                call_seq,
+            },
+        );
+        if let Some(bytes) = frame {
+            // Its stream offset is unknown (it was not read from a socket); offsets only place
+            // undecodable bytes, and this frame is mpspy's own.
+            self.frame(conn, dir.reverse(), t_ns, 0, bytes);
         }
     }
 
