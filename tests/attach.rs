@@ -629,3 +629,48 @@ fn proxy_refuses_a_busy_or_foreign_listen_path_and_check_fails_a_misbehaving_cli
     assert_eq!(status.code(), Some(1), "--check fails: {}", spy.log());
     assert!(spy.log().contains("thread-busy"), "{}", spy.log());
 }
+
+/// `mpspy proxy --inject`: the proxy injects like `mpspy --` does, and says so.
+#[test]
+fn proxy_injects_faults_too() {
+    let dir = Scratch::new("pri");
+    let node_sock = dir.path().join("node.sock");
+    let spy_sock = dir.path().join("spy.sock");
+    let _peer = start_testpeer(&node_sock);
+    let mut spy = Spy::start_with(
+        dir.path(),
+        &[
+            "proxy",
+            "--listen",
+            &format!("unix:{}", spy_sock.display()),
+            "--connect",
+            &format!("unix:{}", node_sock.display()),
+        ],
+        &["--inject", "Echo.echo:exception=failed:no echo today"],
+    );
+    spy.wait_said("are relayed to");
+    let out = mpspy()
+        .arg("call")
+        .arg(format!("unix:{}", spy_sock.display()))
+        .args(["Init.makeEcho", "Echo.echo", r#"{"echo":"hi"}"#])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed: no echo today"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    spy.stop("-INT");
+    let ev = spy.events();
+    assert!(
+        of_type(&ev, "notice").iter().any(|n| n["data"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("fault injection is on")),
+        "the proxy says it alters the traffic"
+    );
+    let injected = of_type(&ev, "injected");
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    assert_eq!(injected[0]["data"]["method"], "Echo.echo");
+}
