@@ -7,13 +7,10 @@
 //! is also fed to the decoder the proxy uses, so the session shows as `mpspy` would show it.
 
 use std::cell::RefCell;
-use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::{ExitCode, ExitStatus};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
@@ -27,9 +24,9 @@ use mpspy_schema::decode::Lookup;
 use mpspy_schema::sets::{self, Choice};
 use mpspy_schema::{Direction, Event, SchemaSet, Value};
 use serde_json::{Value as Json, json};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::cli::{BenchArgs, CallArgs};
+use crate::tee::{Tee, TeeTap};
 
 /// Both directions of the connection, decoded as they pass (for `--trace`).
 struct Tap {
@@ -60,47 +57,10 @@ impl Tap {
     }
 }
 
-/// A stream that shows every byte to the tap.
-struct Tee<S> {
-    inner: S,
-    tap: Rc<RefCell<Tap>>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tee<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let new = &buf.filled()[before..];
-            self.tap.borrow_mut().bytes(Direction::ServerToClient, new);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tee<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.tap
-                .borrow_mut()
-                .bytes(Direction::ClientToServer, &buf[..n]);
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+/// `mpspy call`'s connection, seen from the client's end: what it reads the server sent.
+impl TeeTap for Rc<RefCell<Tap>> {
+    fn bytes(&mut self, dir: Direction, data: &[u8]) {
+        self.borrow_mut().bytes(dir, data);
     }
 }
 
@@ -292,6 +252,7 @@ fn run(
         let tee = Tee {
             inner,
             tap: tap.clone(),
+            read: Direction::ServerToClient,
         };
         runtime::run_chain(tee, Names::new("mpspy"), &calls, repeat).await
     })

@@ -25,6 +25,8 @@ mod shim_windows;
 mod sink;
 #[cfg(unix)]
 mod standalone;
+#[cfg(any(unix, windows))]
+mod tee;
 
 use std::io;
 use std::path::PathBuf;

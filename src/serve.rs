@@ -8,15 +8,14 @@
 //! connection's bytes pass a tee into the same engine and sinks as `mpspy -- PROGRAM`
 //! (text lines, `--json`, `--record`), and what the matching did shows as notices.
 
+use crate::tee::{Tee, TeeTap};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
@@ -28,7 +27,6 @@ use mpspy_engine::{Session, Tapped};
 use mpspy_schema::Direction;
 use mpspy_schema::event::{ConnId, NoticeLevel, Peer};
 use mpspy_schema::sets::{self, Choice};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -145,7 +143,8 @@ struct ConnTap {
     tap: Rc<RefCell<Tap>>,
 }
 
-impl ConnTap {
+/// The served connection, seen from the server's end: what it reads the client sent.
+impl TeeTap for ConnTap {
     fn bytes(&mut self, dir: Direction, data: &[u8]) {
         let i = usize::from(dir == Direction::ServerToClient);
         let mut pieces = Vec::new();
@@ -159,51 +158,6 @@ impl ConnTap {
             tap.item(&p.tapped(self.conn, dir, t));
         }
         tap.flush();
-    }
-}
-
-/// The served connection's stream, showing every byte to the tap: what we read the client
-/// sent, what we write is the server's.
-struct Tee<S> {
-    inner: S,
-    tap: ConnTap,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tee<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let new = &buf.filled()[before..];
-            self.tap.bytes(Direction::ClientToServer, new);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tee<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.tap.bytes(Direction::ServerToClient, &buf[..n]);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -251,6 +205,7 @@ async fn serve_one(stream: UnixStream, conn: ConnId, served: Rc<Served>) {
             splitters: [Splitter::new(), Splitter::new()],
             tap: served.tap.clone(),
         },
+        read: Direction::ClientToServer,
     };
     let notes: Rc<dyn Fn(Note)> = {
         let tap = served.tap.clone();

@@ -273,12 +273,17 @@ fn spawn_pump<S: Stream>(
     })
 }
 
-/// Copies `from` to `to` until `from` ends; returns how it ended.
-fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &Tap) -> String {
-    let side = match dir {
+/// The side that sends in `dir`, as the end-of-connection reasons name it.
+fn sender(dir: Direction) -> &'static str {
+    match dir {
         Direction::ClientToServer => "client",
         Direction::ServerToClient => "server",
-    };
+    }
+}
+
+/// Copies `from` to `to` until `from` ends; returns how it ended.
+fn pump<S: Stream>(conn: ConnId, dir: Direction, mut from: S, to: &mut S, tap: &Tap) -> String {
+    let side = sender(dir);
     let mut buf = vec![0u8; CHUNK];
     let mut splitter = Splitter::new();
     let mut pieces = Vec::new();
@@ -462,10 +467,7 @@ fn inject_pump<S: Stream>(
     mut faults: DirFaults,
     (cut, signal): (&Cut, &CutSignal),
 ) -> String {
-    let side = match dir {
-        Direction::ClientToServer => "client",
-        Direction::ServerToClient => "server",
-    };
+    let side = sender(dir);
     let mut buf = vec![0u8; CHUNK];
     let mut splitter = Splitter::new();
     let mut pieces = Vec::new();
