@@ -17,8 +17,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use mpspy_engine::SchemaConfig;
 use mpspy_engine::stats::format_ns;
-use mpspy_engine::{SchemaConfig, Session};
 use mpspy_schema::EventKind;
 use serde_json::{Value as Json, json};
 
@@ -118,62 +118,50 @@ fn names_threads(method: &str) -> bool {
 /// Reads a recording through the engine.
 pub(crate) fn recording(path: &Path) -> Result<Side> {
     let (header, choice) = crate::open_recording(path, "diff", None)?;
-    let mut session = Session::new(SchemaConfig {
-        choice,
-        ..SchemaConfig::default()
-    });
-    let stats = session.stats();
     let mut calls: Vec<Call> = Vec::new();
     let mut by_seq: HashMap<u64, usize> = HashMap::new();
-    let mut take = |session: &mut Session| {
-        for e in session.drain() {
-            match &e.kind {
-                EventKind::Call(c) => {
-                    by_seq.insert(e.seq, calls.len());
-                    let method = mpspy_schema::event::qualified(&c.interface, &c.method);
-                    let mut params =
-                        normalize(&serde_json::to_value(&c.params).unwrap_or_default());
-                    if names_threads(&method) {
-                        params = mask_numbers(&params);
-                    }
-                    calls.push(Call {
-                        method,
-                        conn: e.conn,
-                        question: c.question,
-                        t_ns: e.t_ns,
-                        params,
-                        outcome: "unanswered".into(),
-                        answer: Json::Null,
-                    });
-                }
-                EventKind::Return(r) => {
-                    if let Some(&i) = r.call_seq.as_ref().and_then(|s| by_seq.get(s)) {
-                        let c = &mut calls[i];
-                        c.outcome = r.outcome.clone();
-                        c.answer = match (&r.results, &r.exception) {
-                            (Some(v), _) => normalize(&serde_json::to_value(v).unwrap_or_default()),
-                            (None, Some(x)) => Json::String(x.reason.clone()),
-                            (None, None) => Json::Null,
-                        };
-                        if names_threads(&c.method) {
-                            c.answer = mask_numbers(&c.answer);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+    let config = SchemaConfig {
+        choice,
+        ..SchemaConfig::default()
     };
-    session.start(
-        &format!("diff {}", path.display()),
-        Some(header.start_unix_ns),
-    );
-    take(&mut session);
-    mpspy_capture::record::read_file_streaming(path, |_, item| {
-        session.apply(&item);
-        take(&mut session);
-    })
-    .with_context(|| format!("reading {}", path.display()))?;
+    let source = format!("diff {}", path.display());
+    let (session, _) = crate::decode_recording(path, config, header.start_unix_ns, &source, |e| {
+        match &e.kind {
+            EventKind::Call(c) => {
+                by_seq.insert(e.seq, calls.len());
+                let method = mpspy_schema::event::qualified(&c.interface, &c.method);
+                let mut params = normalize(&serde_json::to_value(&c.params).unwrap_or_default());
+                if names_threads(&method) {
+                    params = mask_numbers(&params);
+                }
+                calls.push(Call {
+                    method,
+                    conn: e.conn,
+                    question: c.question,
+                    t_ns: e.t_ns,
+                    params,
+                    outcome: "unanswered".into(),
+                    answer: Json::Null,
+                });
+            }
+            EventKind::Return(r) => {
+                if let Some(&i) = r.call_seq.as_ref().and_then(|s| by_seq.get(s)) {
+                    let c = &mut calls[i];
+                    c.outcome = r.outcome.clone();
+                    c.answer = match (&r.results, &r.exception) {
+                        (Some(v), _) => normalize(&serde_json::to_value(v).unwrap_or_default()),
+                        (None, Some(x)) => Json::String(x.reason.clone()),
+                        (None, None) => Json::Null,
+                    };
+                    if names_threads(&c.method) {
+                        c.answer = mask_numbers(&c.answer);
+                    }
+                }
+            }
+            _ => {}
+        }
+    })?;
+    let stats = session.stats();
     let rows = stats
         .lock()
         .methods

@@ -281,6 +281,35 @@ fn open_recording(
     Ok((header, choice))
 }
 
+/// Runs the recording at `file` through a session decoding with `config`, handing every event
+/// to `f`: the one pass that `check`, `diff` and `serve` read recordings with. Returns the
+/// session (for its statistics) and why the recording ended early, if it did.
+pub(crate) fn decode_recording(
+    file: &std::path::Path,
+    config: SchemaConfig,
+    start_unix_ns: u64,
+    source: &str,
+    mut f: impl FnMut(&mpspy_schema::Event),
+) -> Result<(Session, Option<String>)> {
+    let mut session = Session::new(config);
+    session.start(source, Some(start_unix_ns));
+    for e in session.drain() {
+        f(&e);
+    }
+    let (_, end) = mpspy_capture::record::read_file_streaming(file, |_, item| {
+        session.apply(&item);
+        for e in session.drain() {
+            f(&e);
+        }
+    })
+    .with_context(|| format!("reading {}", file.display()))?;
+    let torn = match end {
+        mpspy_capture::record::End::Torn(why) => Some(why.to_string()),
+        _ => None,
+    };
+    Ok((session, torn))
+}
+
 /// `mpspy export FILE --format F -o OUT`: the recording through the engine into one sink.
 fn export(args: &cli::ExportArgs) -> Result<ExitCode> {
     use mpspy_capture::record::{self, End};
@@ -412,24 +441,12 @@ fn check_recording(
         poll_rate: args.poll_rate,
         stuck_after: args.stuck_after,
     })?;
-    let mut session = Session::new(config);
     let findings = sink::findings::Findings::default();
-    let take = |session: &mut Session| {
-        for e in session.drain() {
-            findings.add(&e);
-        }
-    };
-    session.start(
-        &format!("check {}", file.display()),
-        Some(header.start_unix_ns),
-    );
-    take(&mut session);
-    let read = mpspy_capture::record::read_file_streaming(file, |_, item| {
-        session.apply(&item);
-        take(&mut session);
-    })
-    .with_context(|| format!("reading {}", file.display()))?;
-    if let (_, mpspy_capture::record::End::Torn(why)) = read {
+    let source = format!("check {}", file.display());
+    let (_, torn) = decode_recording(file, config, header.start_unix_ns, &source, |e| {
+        findings.add(e)
+    })?;
+    if let Some(why) = torn {
         eprintln!(
             "mpspy: {}: the recording ends inside a block ({why}); checked up to there",
             file.display()

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
-use mpspy_capture::record::{self, End, Recorder};
+use mpspy_capture::record::Recorder;
 use mpspy_client::serve::{self, Note, Table, TableBuilder, Timing};
 use mpspy_client::threads::Names;
 use mpspy_engine::framing::Splitter;
@@ -36,21 +36,17 @@ use crate::pipeline::Outputs;
 /// Reads `file` through the engine into an answer table, decoded with `schemas` (else the
 /// recording's own selection; `auto` takes the set the engine chose for the recording).
 fn load(file: &Path, schemas: Option<&Choice>) -> Result<Table> {
-    let (_, choice) = crate::open_recording(file, "serve", schemas)?;
+    let (header, choice) = crate::open_recording(file, "serve", schemas)?;
     let config = crate::schema_config(&SchemaArgs {
         schemas: choice.clone(),
         ..SchemaArgs::default()
     })?;
-    let mut session = Session::new(config);
     let mut builder = TableBuilder::new();
-    let (_, end) = record::read_file_streaming(file, |_, item| {
-        session.apply(&item);
-        for e in session.drain() {
-            builder.event(&e);
-        }
-    })
-    .with_context(|| format!("reading {}", file.display()))?;
-    if let End::Torn(why) = end {
+    let source = format!("serve {}", file.display());
+    let (_, torn) = crate::decode_recording(file, config, header.start_unix_ns, &source, |e| {
+        builder.event(e)
+    })?;
+    if let Some(why) = torn {
         eprintln!(
             "mpspy serve: {}: the recording ends inside a block ({why}); answering from what came before it",
             file.display()
